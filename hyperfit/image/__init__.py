@@ -1,0 +1,1 @@
+"""Image edges: tokenizers (palette, VQ-VAE), image sets, the autoregressive prior over codes, grids."""

@@ -1,0 +1,1 @@
+"""Text edges: corpora to fixed-length token blocks and held-out prompts; causal LM loading."""
