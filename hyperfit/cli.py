@@ -1,0 +1,56 @@
+"""The ``hyperfit`` command: ``hyperfit fit-text | report`` (more subcommands come with the image and eval suites).
+
+Each subcommand hands its arguments to a recipe's ``cli(argv)``; recipes are also runnable directly under
+``accelerate launch`` (see ``scripts/``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: hyperfit COMMAND [options]
+
+commands:
+  fit-text   hyperfit a causal LM on text and evaluate it before/after (try: --preset cpu-demo)
+  report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
+
+`hyperfit COMMAND --help` lists a command's options."""
+
+
+def _report(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from hyperfit.common.report import write_report
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: hyperfit report RUN_DIR [RUN_DIR ...]")
+        return 0 if argv else 2
+    for arg in argv:
+        if not (Path(arg) / "summary.json").exists():
+            print(
+                f"error: {arg} is not a finished run directory (no summary.json); pass a run's --out.",
+                file=sys.stderr,
+            )
+            return 2
+        print(write_report(arg))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "fit-text":
+        from hyperfit.recipes.fit_text import cli
+
+        return cli(rest)
+    if command == "report":
+        return _report(rest)
+    print(f"error: unknown command {command!r}; run `hyperfit --help` for the list.", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

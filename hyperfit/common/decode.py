@@ -1,0 +1,115 @@
+"""Batched decoding over any causal model that maps ids to logits, with a KV cache.
+
+Greedy decoding equals ``model.generate(do_sample=False)`` token for token (tested). Logits processors use the
+Hugging Face protocol ``processor(input_ids[b, t], scores[b, v]) -> scores``, so the same citation blocker or
+repetition penalty works here and in ``generate``. Sharpness is measured on the *raw* logits, before processors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Decoded:
+    """Output of one batched decode.
+
+    ``new_ids[b, n]`` holds the generated ids (after an end-of-sequence id a row is padded with it);
+    ``lengths[b]`` counts the real generated tokens of each row, the end-of-sequence id excluded;
+    ``entropy[b, n]`` (nats) and ``top1_prob[b, n]`` describe the raw next-token distribution at each step.
+    """
+
+    new_ids: torch.Tensor
+    lengths: torch.Tensor
+    entropy: torch.Tensor
+    top1_prob: torch.Tensor
+
+    def sequences(self) -> list[list[int]]:
+        """Generated ids per row, cut at the end-of-sequence id (never counted as content)."""
+        return [row[: int(n)].tolist() for row, n in zip(self.new_ids, self.lengths, strict=True)]
+
+
+def _cache_kwargs(model: torch.nn.Module, out) -> dict:
+    """Feed the KV cache back: transformers ≥ 5.2x calls it ``cache``, earlier releases ``past_key_values``."""
+    if getattr(out, "cache", None) is not None:
+        return {"cache": out.cache}
+    return {"past_key_values": out.past_key_values}
+
+
+def _pick(scores: torch.Tensor, *, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    if temperature == 0.0:
+        return scores.argmax(dim=-1)
+    probs = torch.softmax(scores.float() / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def decode(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int | Sequence[int] | None = None,
+    logits_processors: Sequence[LogitsProcessor] = (),
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Decoded:
+    """Continue every row of ``prompt_ids[b, p]`` (equal-length prompts, no padding) by ``max_new_tokens``.
+
+    ``temperature == 0`` is greedy (argmax after the processors); otherwise the processed scores are divided by
+    ``temperature`` and sampled (top-k/top-p/min-p come in as processors). A row stops at any id in ``eos_id``.
+    """
+    if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
+        raise ValueError(
+            f"prompt_ids must be a non-empty LongTensor[b, p], got shape {tuple(prompt_ids.shape)}."
+        )
+    eos = torch.tensor([] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id))
+    eos = eos.to(prompt_ids.device, torch.long)
+    b = prompt_ids.size(0)
+    ids = prompt_ids
+    finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
+    lengths = torch.zeros(b, dtype=torch.long, device=ids.device)
+    entropies, top1s = [], []
+    out = model(input_ids=ids, use_cache=True)
+    for _ in range(max_new_tokens):
+        raw = out.logits[:, -1, :].float()
+        logprobs = torch.log_softmax(raw, dim=-1)
+        probs = logprobs.exp()
+        entropies.append(-(probs * logprobs).sum(-1))
+        top1s.append(probs.max(-1).values)
+        scores = raw
+        for processor in logits_processors:
+            scores = processor(ids, scores)
+        next_ids = _pick(scores, temperature=temperature, generator=generator)
+        if eos.numel():
+            pad = eos[0]
+            next_ids = torch.where(finished, pad, next_ids)
+            finished = finished | torch.isin(next_ids, eos)
+        lengths += (~finished).long()
+        ids = torch.cat([ids, next_ids[:, None]], dim=1)
+        if bool(finished.all()):
+            break
+        out = model(input_ids=next_ids[:, None], use_cache=True, **_cache_kwargs(model, out))
+    new_ids = ids[:, prompt_ids.size(1) :]
+    return Decoded(
+        new_ids=new_ids, lengths=lengths, entropy=torch.stack(entropies, 1), top1_prob=torch.stack(top1s, 1)
+    )
+
+
+def greedy_decode(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_id: int | Sequence[int] | None = None,
+    logits_processors: Sequence[LogitsProcessor] = (),
+) -> Decoded:
+    """Greedy continuation (the paper's decoding for original and hyperfitted models)."""
+    return decode(
+        model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=eos_id, logits_processors=logits_processors
+    )

@@ -1,0 +1,217 @@
+"""Hyperfit a causal LM on a few text blocks and compare greedy continuations before and after (paper §3–5).
+
+Reads top to bottom: config → Accelerator and seed → run directory → model → data → train (evaluating before,
+during and after) → save → summary and report. ``accelerate launch scripts/fit_text.py --preset cpu-demo``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+from accelerate.utils import set_seed
+
+from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, parse_config
+from hyperfit.common.evaluate import generation_stats, teacher_forced_stats
+from hyperfit.common.report import write_report
+from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
+from hyperfit.common.train import build_accelerator, train
+from hyperfit.text.data import (
+    TextDataConfig,
+    TextSplits,
+    build_text_splits,
+    check_source,
+    save_splits,
+    sha256_ids,
+)
+from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm
+
+CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
+
+PRESETS = {
+    # The paper's recipe (§1 of PAPER.md) for a GPU; --data/--model name the corpus and model to use.
+    "paper": dict(
+        n_train=2000,
+        block_len=256,
+        n_eval=300,
+        epochs=20,
+        batch_size=8,
+        lr=1e-6,
+        weight_decay=0.0,
+        optimizer="adam",
+        eval_every_epochs=1,
+        max_new_tokens=96,
+        out="runs/paper/text",
+    ),
+    # The offline default on 2 CPU cores (PAPER.md §13): SmolLM2-135M on 32 Lee news blocks of 128 tokens.
+    "cpu-demo": dict(
+        model=DEFAULT_MODEL,
+        data="lee",
+        n_train=32,
+        block_len=128,
+        n_eval=16,
+        epochs=20,
+        batch_size=8,
+        lr=4e-5,
+        weight_decay=0.0,
+        optimizer="adam",
+        eval_every_epochs=10,
+        max_new_tokens=96,
+        out="runs/demo/text",
+    ),
+}
+
+
+def decode_texts(tokenizer, sequences: list[list[int]]) -> list[str]:
+    return tokenizer.batch_decode(sequences, skip_special_tokens=True)
+
+
+def main(configs: tuple) -> dict:
+    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
+    started = time.perf_counter()
+    accelerator = build_accelerator(train_cfg)
+    set_seed(train_cfg.seed)
+    run = Run.open(
+        run_cfg.out,
+        overwrite=run_cfg.overwrite,
+        resume=run_cfg.resume,
+        writer=accelerator.is_main_process,
+        barrier=accelerator.wait_for_everyone,
+    )
+    if run.is_finished:
+        accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
+        write_report(run.path)
+        return read_json(run.file("summary.json"))
+
+    check_source(data_cfg)
+    # Model, then data tokenised once with its tokenizer (a resumed run reloads the exact saved ids).
+    model, tokenizer, model_description = load_causal_lm(model_cfg)
+    if run_cfg.resume and run.file("data.pt").exists():
+        saved = torch.load(run.file("data.pt"))
+        manifest = read_json(run.file("manifest.json"))
+        if sha256_ids(saved["train_ids"]) != manifest["train_ids_sha256"]:
+            raise HyperfitError(f"{run.file('data.pt')} does not match its manifest; rerun with --overwrite.")
+        splits = TextSplits(saved["train_ids"], saved["eval_ids"], manifest)
+    else:
+        splits = build_text_splits(data_cfg, tokenizer, tokenizer_name=model_description)
+        if splits.eval_ids.size(1) <= eval_cfg.prompt_tokens:
+            raise HyperfitError(
+                f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {eval_cfg.prompt_tokens}"
+                "-token prompt; raise --eval_len or lower --prompt_tokens."
+            )
+        if accelerator.is_main_process:
+            save_splits(splits, run.path)
+            run.write_json("manifest.json", splits.manifest)
+            run.write_json(
+                "config.json",
+                {
+                    **config_dict(*configs),
+                    "model_description": model_description,
+                    "num_processes": accelerator.num_processes,
+                },
+            )
+    prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
+    stop_ids = eos_ids(model, tokenizer)
+    model.to(accelerator.device)
+
+    def evaluate(model, *, epoch: int, step: int) -> dict:
+        gen_metrics, sequences = generation_stats(
+            model,
+            prompts,
+            max_new_tokens=eval_cfg.max_new_tokens,
+            ttr_window=eval_cfg.ttr_window,
+            batch_size=eval_cfg.eval_batch_size,
+            eos_id=stop_ids,
+        )
+        held_out = teacher_forced_stats(model, splits.eval_ids, batch_size=eval_cfg.eval_batch_size)
+        texts = decode_texts(tokenizer, sequences)
+        prompt_texts = decode_texts(tokenizer, prompts.tolist())
+        references = decode_texts(tokenizer, splits.eval_ids[:, eval_cfg.prompt_tokens :].tolist())
+        records = [
+            {"index": i, "prompt": p, "continuation": c, "reference": r, "ids": s}
+            for i, (p, c, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
+        ]
+        run.write_text(f"generations/epoch_{epoch:03d}.jsonl", "".join(_json_line(r) for r in records))
+        accelerator.print(
+            f"epoch {epoch}: TTR {gen_metrics['ttr']:.3f}, held-out loss {held_out['loss']:.3f}, "
+            f"entropy {held_out['entropy']:.3f}, top-1 {held_out['top1_prob']:.3f}"
+        )
+        return {**gen_metrics, **held_out}
+
+    result = train(model, splits.train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate)
+    model = result.pop("model")
+
+    if accelerator.is_main_process:
+        if run_cfg.save_model:
+            model.save_pretrained(run.path / "model", safe_serialization=True)
+            tokenizer.save_pretrained(run.path / "model")
+        evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+        summary = {
+            "modality": "text",
+            "model": model_description,
+            "data": splits.manifest["source"],
+            "n_train": int(splits.train_ids.size(0)),
+            "block_len": int(splits.train_ids.size(1)),
+            "n_eval": int(splits.eval_ids.size(0)),
+            "before": _headline(evals[0]),
+            "after": _headline(evals[-1]),
+            "train": {k: v for k, v in result.items() if k != "epoch_losses"},
+            "epoch_losses": result["epoch_losses"],
+            "wall_seconds": time.perf_counter() - started,
+        }
+        write_report(run.path, summary=summary)
+        write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
+        accelerator.print(_one_line(summary))
+        accelerator.print(f"report: {run.path / 'report.html'}")
+    accelerator.wait_for_everyone()
+    return summary if accelerator.is_main_process else {}
+
+
+HEADLINE = (
+    "ttr",
+    "entropy",
+    "top1_prob",
+    "perplexity",
+    "loss",
+    "target_top1",
+    "gen_entropy",
+    "gen_top1_prob",
+    "gen_length",
+    "seq_perplexity",
+)
+
+
+def _headline(record: dict) -> dict:
+    return {
+        "epoch": record["epoch"],
+        "step": record["step"],
+        **{k: record[k] for k in HEADLINE if k in record},
+    }
+
+
+def _one_line(summary: dict) -> str:
+    b, a = summary["before"], summary["after"]
+    return (
+        f"before → after: TTR {b['ttr']:.3f} → {a['ttr']:.3f}, entropy {b['entropy']:.2f} → {a['entropy']:.2f} "
+        f"nats, top-1 {b['top1_prob']:.3f} → {a['top1_prob']:.3f}, perplexity {b['perplexity']:.1f} → "
+        f"{a['perplexity']:.1f}; {summary['wall_seconds']:.0f} s"
+    )
+
+
+def _json_line(record: dict) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def cli(argv: list[str] | None = None) -> int:
+    try:
+        main(parse_config(CONFIGS, argv, presets=PRESETS, prog="hyperfit fit-text"))
+    except HyperfitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,218 @@
+"""Text corpora → N fixed-length training blocks of L tokens and disjoint held-out prompts (paper §1–2).
+
+Sources: gensim's bundled Lee news corpus and shortened English Wikipedia dump (offline), local ``.txt`` (one
+document per non-empty line) or ``.jsonl`` (one ``{"text": ...}`` per line) files, and any Hugging Face dataset
+(``hf:NAME[:CONFIG[:SPLIT]]``, needs ``datasets`` and network). Documents are shuffled with a seed; the first
+N long enough become training blocks (their first L tokens), the next M the held-out texts.
+"""
+
+from __future__ import annotations
+
+import bz2
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hyperfit.common.runs import HyperfitError
+
+BUNDLED = ("lee", "wiki")
+
+
+@dataclass
+class TextDataConfig:
+    """Which corpus, and how many blocks of which length, for hyperfitting and for evaluation."""
+
+    data: str = field(
+        default="lee",
+        metadata={
+            "help": "lee | wiki (offline, bundled with gensim) | path.txt | path.jsonl | hf:NAME[:CONFIG[:SPLIT]]"
+        },
+    )
+    text_field: str = field(
+        default="text", metadata={"help": "Field holding the text in .jsonl / hub datasets."}
+    )
+    n_train: int = field(default=2000, metadata={"help": "Training blocks (paper: 2,000)."})
+    block_len: int = field(default=256, metadata={"help": "Tokens per training block (paper: 256)."})
+    n_eval: int = field(default=300, metadata={"help": "Held-out texts: prompts + references (paper: 300)."})
+    eval_len: int | None = field(
+        default=None, metadata={"help": "Tokens per held-out block; unset = block_len."}
+    )
+    data_seed: int = field(default=0, metadata={"help": "Seed of the document selection."})
+
+    def __post_init__(self) -> None:
+        if self.n_train < 1 or self.n_eval < 1 or self.block_len < 2:
+            raise HyperfitError("n_train and n_eval must be ≥ 1 and block_len ≥ 2; fix the data flags.")
+
+
+@dataclass
+class TextSplits:
+    """Token blocks ready for training and evaluation, plus the manifest that identifies them."""
+
+    train_ids: torch.Tensor  # LongTensor[n_train, block_len]
+    eval_ids: torch.Tensor  # LongTensor[n_eval, eval_len]; prompts are eval_ids[:, :prompt_tokens]
+    manifest: dict
+
+
+def _clean_wiki(markup: str) -> str:
+    """Plain article text from MediaWiki markup: gensim's filter, then headings, quotes and captions removed."""
+    from gensim.corpora.wikicorpus import filter_wiki
+
+    text = filter_wiki(markup)
+    text = text.replace("'''", "").replace("''", "")
+    text = re.sub(r"\(\s*[;,\s]*\)", "", text)  # parentheses emptied by the filter, e.g. "(; , )"
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"\s+", " ", line).strip()
+        if re.fullmatch(r"=+.*=+", line) or len(line.split()) < 8:  # headings, captions, list stubs
+            continue
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def check_source(cfg: TextDataConfig) -> None:
+    """Fail fast, before a model is loaded, when the data source cannot exist."""
+    if cfg.data in BUNDLED or cfg.data.startswith("hf:"):
+        return
+    if not Path(cfg.data).is_file():
+        raise HyperfitError(
+            f"data file {cfg.data} does not exist; pass --data lee, wiki, a .txt/.jsonl file or hf:DATASET_NAME."
+        )
+
+
+def load_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
+    """All documents of the source, in source order, and a short description of where they came from."""
+    source = cfg.data
+    if source in BUNDLED:
+        try:
+            from gensim.test.utils import datapath
+        except ImportError as err:
+            raise HyperfitError(
+                f"the bundled corpus {source!r} needs gensim; run `pip install gensim` (or `make demo`)."
+            ) from err
+        if source == "lee":
+            path = datapath("lee_background.cor")
+            return [line.strip() for line in open(path, encoding="utf-8") if line.strip()], f"gensim:{path}"
+        from gensim.corpora.wikicorpus import extract_pages
+
+        path = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+        docs = []
+        for _title, markup, _pageid in extract_pages(bz2.BZ2File(path), filter_namespaces=("0",)):
+            if markup.lstrip().upper().startswith("#REDIRECT"):
+                continue
+            docs.append(_clean_wiki(markup))
+        return [d for d in docs if d], f"gensim:{path}"
+    if source.startswith("hf:"):
+        parts = source[3:].split(":")
+        name, config, split = (
+            parts[0],
+            (parts[1] if len(parts) > 1 and parts[1] else None),
+            (parts[2] if len(parts) > 2 else "train"),
+        )
+        try:
+            import datasets
+        except ImportError as err:
+            raise HyperfitError(
+                f"{source} needs the datasets package; run `pip install 'hyperfit[hub]'`."
+            ) from err
+        try:
+            dataset = datasets.load_dataset(name, config, split=split)
+        except Exception as err:
+            raise HyperfitError(
+                f"the Hugging Face dataset {name!r} (config {config}, split {split}) could not be loaded ({err}); "
+                "check the name and your network, or use --data lee / wiki / a local file."
+            ) from err
+        if cfg.text_field not in dataset.column_names:
+            raise HyperfitError(
+                f"dataset {name!r} has no field {cfg.text_field!r} (it has {dataset.column_names}); pass --text_field."
+            )
+        return [t for t in dataset[cfg.text_field] if t and t.strip()], f"hf:{name}:{config}:{split}"
+    path = Path(source)
+    if not path.is_file():
+        raise HyperfitError(
+            f"data file {path} does not exist; pass --data lee, wiki, a .txt/.jsonl file or hf:DATASET_NAME."
+        )
+    if path.suffix == ".jsonl":
+        docs = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise HyperfitError(
+                    f"{path} line {number} is not valid JSON ({err.msg}); fix or remove it."
+                ) from err
+            if not isinstance(record, dict) or cfg.text_field not in record:
+                raise HyperfitError(
+                    f"{path} line {number} has no {cfg.text_field!r} field; write one JSON object "
+                    f'{{"{cfg.text_field}": ...}} per line or pass --text_field.'
+                )
+            docs.append(str(record[cfg.text_field]))
+        return docs, f"file:{path.resolve()}"
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], (
+        f"file:{path.resolve()}"
+    )
+
+
+def sha256_ids(ids: torch.Tensor) -> str:
+    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()
+
+
+def build_text_splits(cfg: TextDataConfig, tokenizer, *, tokenizer_name: str = "") -> TextSplits:
+    """Tokenise once and cut the training blocks and held-out blocks (disjoint documents).
+
+    Documents are visited in a seeded random order and tokenised lazily, so a large hub dataset is not
+    tokenised whole. A document qualifies when it has at least max(block_len, eval_len) tokens.
+    """
+    docs, origin = load_documents(cfg)
+    if not docs:
+        raise HyperfitError(f"the corpus {cfg.data!r} holds no text; point --data at a non-empty corpus.")
+    eval_len = cfg.eval_len or cfg.block_len
+    need = max(cfg.block_len, eval_len)
+    wanted = cfg.n_train + cfg.n_eval
+    order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(cfg.data_seed)).tolist()
+    chosen: list[tuple[int, list[int]]] = []
+    for index in order:
+        ids = tokenizer(docs[index], add_special_tokens=True)["input_ids"]
+        if len(ids) >= need:
+            chosen.append((index, ids))
+            if len(chosen) == wanted:
+                break
+    if len(chosen) < wanted:
+        raise HyperfitError(
+            f"the corpus {cfg.data!r} has only {len(chosen)} documents with at least {need} tokens, but "
+            f"{cfg.n_train} training + {cfg.n_eval} held-out are needed; lower --n_train/--n_eval/--block_len "
+            "or use a larger corpus."
+        )
+    train = chosen[: cfg.n_train]
+    held = chosen[cfg.n_train :]
+    train_ids = torch.tensor([ids[: cfg.block_len] for _, ids in train], dtype=torch.long)
+    eval_ids = torch.tensor([ids[:eval_len] for _, ids in held], dtype=torch.long)
+    manifest = {
+        "source": cfg.data,
+        "origin": origin,
+        "documents_in_source": len(docs),
+        "tokenizer": tokenizer_name,
+        "data_seed": cfg.data_seed,
+        "block_len": cfg.block_len,
+        "eval_len": eval_len,
+        "train_doc_ids": [i for i, _ in train],
+        "eval_doc_ids": [i for i, _ in held],
+        "train_ids_sha256": sha256_ids(train_ids),
+        "eval_ids_sha256": sha256_ids(eval_ids),
+        "selection": "seeded permutation of documents; first n_train with ≥ need tokens train, next n_eval held out; "
+        "each block is the document's first tokens",
+    }
+    return TextSplits(train_ids=train_ids, eval_ids=eval_ids, manifest=manifest)
+
+
+def save_splits(splits: TextSplits, directory: Path) -> None:
+    """Write the exact ids (``data.pt``) so a run can be re-checked bit for bit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / ".data.pt.tmp"
+    torch.save({"train_ids": splits.train_ids, "eval_ids": splits.eval_ids}, tmp)
+    tmp.replace(directory / "data.pt")

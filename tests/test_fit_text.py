@@ -1,0 +1,130 @@
+"""`hyperfit fit-text` end to end on a tiny saved model and a real news file, and its refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hyperfit.cli import main as hyperfit
+from hyperfit.common.runs import read_json
+
+TINY = [
+    "--n_train",
+    "8",
+    "--block_len",
+    "24",
+    "--n_eval",
+    "4",
+    "--epochs",
+    "2",
+    "--batch_size",
+    "4",
+    "--lr",
+    "3e-3",
+    "--precision",
+    "fp32",
+    "--eval_every_epochs",
+    "1",
+    "--max_new_tokens",
+    "12",
+    "--prompt_tokens",
+    "8",
+    "--ttr_window",
+    "12",
+]
+
+
+def fit(model_dir, data, out, *extra):
+    return hyperfit(
+        ["fit-text", "--model", str(model_dir), "--data", str(data), "--out", str(out), *TINY, *extra]
+    )
+
+
+def test_cli_runs_end_to_end_and_writes_a_self_describing_run(tiny_model_dir, news_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert fit(tiny_model_dir, news_file, out) == 0
+    for name in (
+        "config.json",
+        "manifest.json",
+        "metrics.jsonl",
+        "data.pt",
+        "summary.json",
+        "report.md",
+        "report.html",
+        "generations/epoch_000.jsonl",
+        "generations/epoch_002.jsonl",
+        "model/model.safetensors",
+        "model/tokenizer.json",
+        "checkpoints/last/trainer_state.json",
+    ):
+        assert (out / name).exists(), name
+    summary = read_json(out / "summary.json")
+    for side in ("before", "after"):
+        assert {"ttr", "entropy", "top1_prob", "perplexity"} <= set(summary[side])
+    assert summary["before"]["epoch"] == 0 and summary["after"]["epoch"] == 2
+    assert summary["wall_seconds"] > 0
+    config = read_json(out / "config.json")
+    assert config["n_train"] == 8 and config["dropout_off"] is True and config["weight_decay"] == 0.0
+    manifest = read_json(out / "manifest.json")
+    assert len(manifest["train_doc_ids"]) == 8 and len(manifest["eval_doc_ids"]) == 4
+    assert not set(manifest["train_doc_ids"]) & set(manifest["eval_doc_ids"])
+    kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("eval") == 3 and kinds.count("train") == 4 and kinds.count("epoch") == 2
+    generation = json.loads((out / "generations/epoch_002.jsonl").read_text().splitlines()[0])
+    assert {"prompt", "continuation", "reference", "ids"} <= set(generation)
+    assert "before" in (out / "report.md").read_text()
+
+    # A finished run is never overwritten without being asked.
+    before = (out / "summary.json").read_text()
+    assert fit(tiny_model_dir, news_file, out) == 2
+    assert "already holds a finished run; pass --resume" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == before
+    assert fit(tiny_model_dir, news_file, out, "--resume") == 0  # finished: only re-reports
+    assert (out / "summary.json").read_text() == before
+    assert fit(tiny_model_dir, news_file, out, "--overwrite") == 0
+
+
+def test_yaml_config_and_flags_layer_over_presets(tiny_model_dir, news_file, tmp_path):
+    from hyperfit.common.config import parse_config
+    from hyperfit.recipes.fit_text import CONFIGS, PRESETS
+
+    yaml_file = tmp_path / "exp.yaml"
+    yaml_file.write_text("preset: cpu-demo\nepochs: 7\nlr: 1.0e-4\n")
+    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = parse_config(
+        CONFIGS, ["--config", str(yaml_file), "--lr", "2e-4"], presets=PRESETS
+    )
+    assert data_cfg.n_train == 32 and train_cfg.epochs == 7 and train_cfg.lr == 2e-4
+    yaml_file.write_text("epochs: 3\nnot_a_field: 1\n")
+    assert hyperfit(["fit-text", "--config", str(yaml_file)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "/nonexistent/corpus.txt"], "data file /nonexistent/corpus.txt does not exist"),
+        (["--n_train", "500"], "has only 80 documents with at least 24 tokens"),
+        (["--lr", "-1"], "lr must be positive"),
+    ],
+)
+def test_bad_input_is_one_clear_sentence(tiny_model_dir, news_file, tmp_path, capsys, args, message):
+    argv = [
+        "fit-text",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(news_file),
+        "--out",
+        str(tmp_path / "r"),
+        *TINY,
+    ]
+    assert hyperfit(argv + args) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+
+
+def test_unloadable_model_says_how_to_use_the_default(news_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert fit("no-such-org/no-such-model", news_file, tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "could not be loaded" in err and "leave --model unset" in err
