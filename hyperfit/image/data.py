@@ -1,0 +1,256 @@
+"""Image sets -> pixels[n, 3, h, w] float in [0, 1] plus a manifest saying where each image came from.
+
+Offline sources: scikit-image's bundled photographs cut into patches (PAPER.md §13b), sklearn's digits, and
+a folder of PNG/JPEG files; `split_images` draws the disjoint train / held-out sets (PAPER.md §8: 2,000 images).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor
+
+# The photographs bundled inside the scikit-image wheel (no pooch download), with the file each loader reads.
+# Left out on purpose: drawings and synthetic images (horse, logo, colorwheel, chessboard, phantom), `cat`
+# (the same photo as chelsea) and anything that needs a download (eagle, brain, cells3d, kidney, lily, ...).
+SKIMAGE_PHOTOS: dict[str, str] = {
+    "astronaut": "astronaut.png",
+    "brick": "brick.png",
+    "camera": "camera.png",
+    "cell": "cell.png",
+    "chelsea": "chelsea.png",
+    "clock": "clock_motion.png",
+    "coffee": "coffee.png",
+    "coins": "coins.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "immunohistochemistry": "ihc.png",
+    "microaneurysms": "microaneurysms.png",
+    "moon": "moon.png",
+    "page": "page.png",
+    "retina": "retina.jpg",
+    "rocket": "rocket.jpg",
+    "text": "text.png",
+    "stereo_motorcycle": "motorcycle_left.png",
+}
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def _to_pixels(array: np.ndarray) -> Tensor:
+    """uint8 / uint16 / float array [h, w] or [h, w, c] -> pixels[3, h, w] float32 in [0, 1] (grey repeated, alpha dropped)."""
+    if array.dtype == np.uint8:
+        x = torch.from_numpy(array.astype(np.float32) / 255.0)
+    elif array.dtype == np.uint16:
+        x = torch.from_numpy(array.astype(np.float32) / 65535.0)
+    else:
+        x = torch.from_numpy(np.asarray(array, dtype=np.float32)).clamp(0, 1)
+    if x.ndim == 2:
+        return repeat(x, "h w -> c h w", c=3).contiguous()
+    return rearrange(x[..., :3], "h w c -> c h w").contiguous()
+
+
+def _resize(pixels: Tensor, size: tuple[int, int]) -> Tensor:
+    """pixels[c, h, w] -> pixels[c, size[0], size[1]]: bilinear with antialiasing (area-weighted when shrinking)."""
+    if tuple(pixels.shape[1:]) == tuple(size):
+        return pixels
+    out = F.interpolate(pixels[None], size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out[0].clamp(0, 1)
+
+
+def load_skimage_patches(
+    *,
+    patch: int = 16,
+    per_image: int = 300,
+    resize: int = 256,
+    seed: int = 0,
+    photos: list[str] | None = None,
+) -> tuple[Tensor, dict[str, Any]]:
+    """scikit-image's bundled photographs -> random patches[n, 3, patch, patch] in [0, 1] and a manifest.
+
+    Each photo (all of `SKIMAGE_PHOTOS` whose file is on disk, or the named `photos`) is resized to
+    resize x resize (aspect ratio not kept), grey photos are repeated to RGB, and `per_image` top-left corners
+    are drawn uniformly with a generator seeded by `seed` (deterministic; patches may overlap). The manifest
+    lists the photos used and skipped and, per patch in order, `{"photo", "y", "x"}` in resized pixels.
+    """
+    import skimage
+    import skimage.data
+
+    if patch > resize:
+        raise ValueError(
+            f"patch={patch} is larger than resize={resize}; pass a patch size at most the resized side."
+        )
+    names = list(SKIMAGE_PHOTOS) if photos is None else list(photos)
+    unknown = [n for n in names if n not in SKIMAGE_PHOTOS]
+    if unknown:
+        raise ValueError(f"unknown skimage photo(s) {unknown}; choose from {sorted(SKIMAGE_PHOTOS)}.")
+    g = torch.Generator().manual_seed(seed)
+    patches: list[Tensor] = []
+    crops: list[dict[str, Any]] = []
+    used: list[str] = []
+    skipped: list[str] = []
+    for name in names:
+        # Check the file first: on a machine with pooch a missing file would trigger a network download.
+        if not (Path(skimage.data.data_dir) / SKIMAGE_PHOTOS[name]).is_file():
+            skipped.append(name)
+            continue
+        try:
+            array = getattr(skimage.data, name)()
+        except Exception:  # a broken optional dependency must not stop the other photos
+            skipped.append(name)
+            continue
+        if isinstance(array, tuple):  # stereo_motorcycle -> (left, right, disparity)
+            array = array[0]
+        pixels = _resize(_to_pixels(np.asarray(array)), (resize, resize))
+        ys = torch.randint(0, resize - patch + 1, (per_image,), generator=g)
+        xs = torch.randint(0, resize - patch + 1, (per_image,), generator=g)
+        for y, x in zip(ys.tolist(), xs.tolist(), strict=True):
+            patches.append(pixels[:, y : y + patch, x : x + patch])
+            crops.append({"photo": name, "y": y, "x": x})
+        used.append(name)
+    if not patches:
+        raise ValueError(
+            "none of the scikit-image photographs could be loaded offline; reinstall scikit-image "
+            "(pip install --force-reinstall scikit-image) or use load_image_folder."
+        )
+    manifest = {
+        "source": "skimage.data",
+        "skimage_version": skimage.__version__,
+        "photos": used,
+        "skipped": skipped,
+        "resize": resize,
+        "patch": patch,
+        "per_image": per_image,
+        "seed": seed,
+        "n": len(patches),
+        "crops": crops,
+    }
+    return torch.stack(patches), manifest
+
+
+def load_digits_images(*, size: int = 8) -> tuple[Tensor, Tensor]:
+    """sklearn's 1,797 handwritten digits -> (pixels[1797, 3, size, size] in [0, 1], labels LongTensor[1797]).
+
+    The 8x8 grey levels 0-16 are divided by 16 (white strokes on black) and repeated to RGB; other sizes are
+    resized bilinearly with antialiasing.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    grey = torch.from_numpy(digits.images.astype(np.float32) / 16.0)
+    pixels = repeat(grey, "n h w -> n c h w", c=3)
+    if size != 8:
+        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True).clamp(0, 1)
+    return pixels.contiguous(), torch.from_numpy(digits.target).long()
+
+
+def load_image_folder(
+    path: str | os.PathLike[str], *, size: int | None = None
+) -> tuple[Tensor, dict[str, Any]]:
+    """PNG/JPEG files in a folder (not its subfolders) -> (pixels[n, 3, h, w] in [0, 1], manifest), sorted by name.
+
+    Grey, palette and alpha images are converted to RGB rather than refused (grey is repeated to 3 channels
+    exactly; alpha is dropped); the manifest's `files` records each file's original mode and size and
+    `converted_to_rgb` names the converted files. Hidden files (".*") are ignored; any other non-PNG/JPEG file
+    is an error, so that a stray file is noticed rather than silently skipped. With `size=None` all images
+    must share one size; with `size=N` each is resized to N x N (bicubic, aspect ratio not kept).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"image folder {folder} does not exist; check the path.")
+    if not folder.is_dir():
+        raise NotADirectoryError(
+            f"{folder} is a file, not a folder of images; pass the folder that contains it."
+        )
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    others = [p.name for p in files if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if others:
+        also = f" (and the {len(others) - 1} other non-image file(s))" if len(others) > 1 else ""
+        raise ValueError(
+            f"{folder / others[0]} is not a PNG or JPEG file; remove it{also} from the image folder."
+        )
+    if not files:
+        raise ValueError(
+            f"image folder {folder} holds no PNG or JPEG files; add images or point to another folder."
+        )
+
+    arrays: list[np.ndarray] = []
+    entries: list[dict[str, Any]] = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                mode, (w, h) = im.mode, im.size
+                if mode.startswith("I;16") or mode == "I":
+                    array = np.asarray(im).astype(np.uint16)
+                else:
+                    array = np.asarray(im.convert("RGB"))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise ValueError(
+                f"{p} is corrupt or not an image ({err}); remove it from the image folder."
+            ) from err
+        arrays.append(array)
+        entries.append({"name": p.name, "mode": mode, "height": h, "width": w})
+
+    if size is None:
+        sizes = {(e["height"], e["width"]) for e in entries}
+        if len(sizes) > 1:
+            a = entries[0]
+            b = next(e for e in entries if (e["height"], e["width"]) != (a["height"], a["width"]))
+            raise ValueError(
+                f"images in {folder} have different sizes ({a['name']} is {a['width']}x{a['height']}, "
+                f"{b['name']} is {b['width']}x{b['height']}); pass --image-size N (size=N) to resize all to N x N."
+            )
+    pixels = []
+    for array in arrays:
+        x = _to_pixels(array)
+        if size is not None:
+            x = F.interpolate(x[None], size=(size, size), mode="bicubic", antialias=True)[0].clamp(0, 1)
+        pixels.append(x)
+    manifest = {
+        "source": "folder",
+        "path": str(folder.resolve()),
+        "n": len(files),
+        "size": size,
+        "files": entries,
+        "converted_to_rgb": [e["name"] for e in entries if e["mode"] != "RGB"],
+    }
+    return torch.stack(pixels), manifest
+
+
+class ImageSplit(NamedTuple):
+    """Disjoint train / held-out selections: pixels and their indices into the input set."""
+
+    train_pixels: Tensor
+    eval_pixels: Tensor
+    train_indices: Tensor
+    eval_indices: Tensor
+
+
+def split_images(images: Tensor, *, n_train: int, n_eval: int, seed: int) -> ImageSplit:
+    """images[n, c, h, w] -> seeded disjoint `n_train` training and `n_eval` held-out images, with indices.
+
+    One seeded permutation: the held-out images are its first `n_eval` entries and the training images the
+    next `n_train`, so for a seed the held-out set stays the same whatever `n_train` is (quantity sweeps compare
+    on the same images). Indices are returned sorted, so selections keep the input (manifest) order.
+    """
+    n = len(images)
+    if n_train < 0 or n_eval < 0:
+        raise ValueError(f"n_train and n_eval must be non-negative but got {n_train} and {n_eval}.")
+    if n_train + n_eval > n:
+        raise ValueError(
+            f"n_train={n_train} plus n_eval={n_eval} exceeds the {n} images available; ask for fewer or load more."
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    eval_idx = perm[:n_eval].sort().values
+    train_idx = perm[n_eval : n_eval + n_train].sort().values
+    return ImageSplit(images[train_idx], images[eval_idx], train_idx, eval_idx)
