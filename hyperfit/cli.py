@@ -12,6 +12,9 @@ USAGE = """usage: hyperfit COMMAND [options]
 
 commands:
   fit-text   hyperfit a causal LM on text and evaluate it before/after (try: --preset cpu-demo)
+  pretrain-image   build the offline image tokenizer + prior once (runs/cache/image-prior; reused after)
+  fit-image  hyperfit that image prior and compare completions before/after (preset cpu-demo by default)
+  eval       models × decoding strategies on the same prompts: --models original=SPEC,hyperfitted=RUN_DIR
   report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
 
 `hyperfit COMMAND --help` lists a command's options."""
@@ -44,6 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "fit-text":
         from hyperfit.recipes.fit_text import cli
+
+        return cli(rest)
+    if command == "eval":
+        from hyperfit.recipes.eval_text import cli as eval_cli
+
+        return eval_cli(rest)
+    if command == "pretrain-image":
+        from hyperfit.recipes.pretrain_image import cli
+
+        return cli(rest)
+    if command == "fit-image":
+        from hyperfit.recipes.fit_image import cli
 
         return cli(rest)
     if command == "report":

@@ -64,6 +64,25 @@ def test_cli_runs_end_to_end_and_writes_a_self_describing_run(tiny_model_dir, ne
         assert {"ttr", "entropy", "top1_prob", "perplexity"} <= set(summary[side])
     assert summary["before"]["epoch"] == 0 and summary["after"]["epoch"] == 2
     assert summary["wall_seconds"] > 0
+    for model_name in ("original", "hyperfitted"):
+        for strategy in ("greedy", "top_p", "greedy_blocked", "entropy_matched"):
+            metrics = summary["decoding"][model_name][strategy]
+            assert {
+                "ttr",
+                "rep_2",
+                "rep_3",
+                "rep_4",
+                "diversity",
+                "distinct_2",
+                "self_bleu",
+                "copy_gt10_share",
+            } <= set(metrics)
+    assert "blocker_fired" in summary["decoding"]["hyperfitted"]["greedy_blocked"]
+    assert summary["decoding"]["original"]["greedy"]["ttr"] == pytest.approx(summary["before"]["ttr"])
+    assert summary["decoding"]["hyperfitted"]["greedy"]["ttr"] == pytest.approx(summary["after"]["ttr"])
+    assert 0 <= summary["sharpness"]["top1_agreement"] <= 1
+    assert (out / "generations/decoding/original_top_p.jsonl").exists()
+    assert "Decoding strategies" in (out / "report.html").read_text()
     config = read_json(out / "config.json")
     assert config["n_train"] == 8 and config["dropout_off"] is True and config["weight_decay"] == 0.0
     manifest = read_json(out / "manifest.json")

@@ -109,6 +109,21 @@ class EvalConfig:
     samples_shown: int = field(
         default=3, metadata={"help": "Decoded continuations kept in the report per evaluation."}
     )
+    strategies: str = field(
+        default="greedy,top_p,greedy_blocked,entropy_matched",
+        metadata={
+            "help": "After training, decode original and hyperfitted models with these (comma list; '' = skip): "
+            "greedy, top_p, greedy_rep_penalty, min_p, typical, greedy_blocked, entropy_matched."
+        },
+    )
+    blocker_n: int = field(default=5, metadata={"help": "Citation blocker n-gram order (paper: 5)."})
+    word_finish: bool = field(
+        default=False,
+        metadata={"help": "Citation blocker lets the current word finish before blocking (text only)."},
+    )
+
+    def strategy_names(self) -> list[str]:
+        return [name.strip() for name in self.strategies.split(",") if name.strip()]
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.max_new_tokens > 4096:

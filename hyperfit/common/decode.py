@@ -41,13 +41,6 @@ def _cache_kwargs(model: torch.nn.Module, out) -> dict:
     return {"past_key_values": out.past_key_values}
 
 
-def _pick(scores: torch.Tensor, *, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    if temperature == 0.0:
-        return scores.argmax(dim=-1)
-    probs = torch.softmax(scores.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
 @torch.no_grad()
 def decode(
     model: torch.nn.Module,
@@ -57,12 +50,15 @@ def decode(
     eos_id: int | Sequence[int] | None = None,
     logits_processors: Sequence[LogitsProcessor] = (),
     temperature: float = 0.0,
+    warpers: Sequence[LogitsProcessor] = (),
     generator: torch.Generator | None = None,
 ) -> Decoded:
     """Continue every row of ``prompt_ids[b, p]`` (equal-length prompts, no padding) by ``max_new_tokens``.
 
-    ``temperature == 0`` is greedy (argmax after the processors); otherwise the processed scores are divided by
-    ``temperature`` and sampled (top-k/top-p/min-p come in as processors). A row stops at any id in ``eos_id``.
+    Order per step, as in ``generate``: raw logits → ``logits_processors`` (repetition penalty, citation
+    blocker) → if ``temperature > 0``: divide by it, apply ``warpers`` (top-k, top-p, min-p, typical) and sample
+    with ``generator``; ``temperature == 0`` is greedy (argmax of the processed scores). A row stops at any id in
+    ``eos_id``.
     """
     if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
         raise ValueError(
@@ -85,7 +81,13 @@ def decode(
         scores = raw
         for processor in logits_processors:
             scores = processor(ids, scores)
-        next_ids = _pick(scores, temperature=temperature, generator=generator)
+        if temperature == 0.0:
+            next_ids = scores.argmax(dim=-1)
+        else:
+            scores = scores / temperature
+            for warper in warpers:
+                scores = warper(ids, scores)
+            next_ids = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator).squeeze(-1)
         if eos.numel():
             pad = eos[0]
             next_ids = torch.where(finished, pad, next_ids)

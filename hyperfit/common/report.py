@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 from pathlib import Path
 
 from hyperfit.common.runs import read_json, read_jsonl, write_text_atomic
@@ -23,6 +24,24 @@ ROWS = (
     ("gen_entropy", "entropy at generated positions (nats)", "{:.3f}"),
     ("gen_top1_prob", "top-1 probability at generated positions", "{:.3f}"),
     ("gen_length", "generated tokens per prompt", "{:.1f}"),
+    # Image completions (recipes/fit_image.py); a text summary has none of these keys, so they never show there.
+    ("stripe_score", "completed rows equal to the row above", "{:.3f}"),
+    ("longest_run", "longest single-token run in a completion", "{:.1f}"),
+    ("nn_distance", "MSE to the nearest training image", "{:.4f}"),
+    ("pixel_diversity", "RMS distance between completions", "{:.3f}"),
+    ("mse", "MSE against the held-out truth", "{:.4f}"),
+    ("psnr", "PSNR against the held-out truth (dB)", "{:.2f}"),
+)
+
+# One cross-modal table (text run beside image run): sharpness and repetition, as in paper Tables 1-3 and §7.1.
+CROSS_MODAL_ROWS = (
+    ("ttr", "greedy TTR (last 96 generated ids)", "{:.3f}"),
+    ("entropy", "held-out next-token entropy (nats)", "{:.3f}"),
+    ("top1_prob", "held-out mean top-1 probability", "{:.3f}"),
+    ("perplexity", "held-out perplexity", "{:.1f}"),
+    ("gen_entropy", "entropy at generated positions (nats)", "{:.3f}"),
+    ("rep_4", "rep-4 of the generations", "{:.3f}"),
+    ("stripe_score", "image rows equal to the row above", "{:.3f}"),
 )
 
 
@@ -110,19 +129,127 @@ def _samples(run_dir: Path, summary: dict, count: int = 3) -> list[dict]:
     ]
 
 
+def _columns_rows(summary: dict) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """(column names, [(metric, values)]) of ``summary["columns"]``: one entry per decoding (image runs)."""
+    columns = summary.get("columns") or {}
+    names = list(columns)
+    rows = []
+    for key, label, pattern in ROWS:
+        if any(key in columns[name] for name in names):
+            rows.append((label, [_fmt(columns[name].get(key), pattern) for name in names]))
+    return names, rows
+
+
+DECODING_COLUMNS = (
+    "ttr",
+    "rep_2",
+    "rep_3",
+    "rep_4",
+    "diversity",
+    "distinct_2",
+    "self_bleu",
+    "loop_share",
+    "copy_gt10_share",
+    "copy_mean_longest",
+    "blocker_fired",
+    "temperature",
+)
+
+
+def decoding_rows(summary: dict) -> list[list[str]]:
+    """One row per model × decoding strategy (paper Tables 1–2 style), numbers as strings."""
+    rows = []
+    for model_name, strategies in summary.get("decoding", {}).items():
+        for strategy, m in strategies.items():
+            cells = [model_name, strategy]
+            for key in DECODING_COLUMNS:
+                value = m.get(key)
+                cells.append(
+                    "–" if value is None else f"{value}" if isinstance(value, int) else _fmt(value, "{:.3f}")
+                )
+            rows.append(cells)
+    return rows
+
+
+def sharpness_rows(summary: dict) -> list[list[str]]:
+    """Original vs hyperfitted sharpness and reference-token ranks on the held-out texts (paper Table 3)."""
+    sharp = summary.get("sharpness")
+    if not sharp:
+        return []
+    rows = []
+    for key in (
+        "entropy",
+        "top1_prob",
+        "top3_prob",
+        "top5_prob",
+        "hits_at_1",
+        "hits_at_5",
+        "mean_rank",
+        "median_rank",
+        "perplexity",
+    ):
+        if key in sharp["before"]:
+            rows.append([key, _fmt(sharp["before"][key], "{:.3f}"), _fmt(sharp["after"][key], "{:.3f}")])
+    for band, count in sharp["before"].get("rank_histogram", {}).items():
+        total_b = sharp["before"]["n_positions"]
+        after = sharp["after"]["rank_histogram"].get(band, 0)
+        rows.append(
+            [
+                f"reference rank {band}",
+                f"{count / total_b:.3f}",
+                f"{after / sharp['after']['n_positions']:.3f}",
+            ]
+        )
+    shift = sharp["rank_shift"]
+    rows.append(
+        [
+            "rank improved / unchanged / worsened",
+            "",
+            f"{shift['share_improved']:.3f} / {shift['share_unchanged']:.3f} / {shift['share_worsened']:.3f}",
+        ]
+    )
+    rows.append(["top-1 agreement original vs hyperfitted", "", f"{sharp['top1_agreement']:.3f}"])
+    return rows
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
+
+
+def _html_table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
     """Write ``report.md`` and ``report.html`` into ``run_dir`` and return the HTML path."""
     run_dir = Path(run_dir)
     summary = summary or read_json(run_dir / "summary.json")
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     rows = before_after_rows(summary)
-    samples = _samples(run_dir, summary)
+    # Text runs show continuations; image runs show their grid PNG instead (summary["grid"], relative path).
+    samples = (
+        _samples(run_dir, summary)
+        if "before" in summary and "after" in summary
+        else []
+        if summary.get("modality", "text") == "text"
+        else []
+    )
+    grid = summary.get("grid")
+    column_names, column_rows = _columns_rows(summary)
     curves = _curves(metrics)
     evals = [r for r in metrics if r.get("kind") == "eval"]
     epoch_loss = {r["epoch"]: r["train_loss"] for r in metrics if r.get("kind") == "epoch"}
     title = f"hyperfit report — {run_dir}"
     facts = (
-        f"{summary.get('modality', '?')} · model {summary.get('model')} · data {summary.get('data')} · "
+        f"{summary.get('modality', '?')} evaluation · models {summary.get('models')} · prompts "
+        f"{summary.get('prompts')} ({summary.get('n_prompts')}, {summary.get('prompts_skipped', 0)} skipped) · "
+        f"wall {summary.get('wall_seconds', 0):.0f} s"
+        if summary.get("kind") == "eval"
+        else f"{summary.get('modality', '?')} · model {summary.get('model')} · data {summary.get('data')} · "
         f"{summary.get('n_train')} training blocks × {summary.get('block_len')} tokens · "
         f"{summary.get('n_eval')} held-out prompts · {summary.get('train', {}).get('epochs_done')} epochs, "
         f"final train loss {_fmt(summary.get('train', {}).get('final_train_loss'), '{:.3f}')} · "
@@ -131,6 +258,17 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
 
     md = [f"# {title}", "", facts, "", "| metric | before | after | change |", "|---|---|---|---|"]
     md += [f"| {m} | {b} | {a} | {c} |" for m, b, a, c in rows]
+    if column_rows:
+        md += [
+            "",
+            "## Every decoding of the held-out images",
+            "",
+            "| metric | " + " | ".join(column_names) + " |",
+        ]
+        md += ["|---" * (len(column_names) + 1) + "|"]
+        md += [f"| {m} | " + " | ".join(values) + " |" for m, values in column_rows]
+    if grid:
+        md += ["", f"![{summary.get('grid_caption', 'completions')}]({grid})"]
     md += [
         "",
         "## Per evaluation",
@@ -143,7 +281,15 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
             f"| {r['epoch']} | {_fmt(epoch_loss.get(r['epoch']), '{:.3f}')} | {_fmt(r.get('loss'), '{:.3f}')} | "
             f"{_fmt(r.get('ttr'), '{:.3f}')} | {_fmt(r.get('entropy'), '{:.3f}')} | {_fmt(r.get('top1_prob'), '{:.3f}')} |"
         )
-    md += ["", "## Greedy continuations of held-out prompts", ""]
+    dec_header = ["model", "decoding", *DECODING_COLUMNS]
+    dec_rows = decoding_rows(summary)
+    sharp_header = ["held-out (teacher-forced)", "original", "hyperfitted"]
+    sharp_rows = sharpness_rows(summary)
+    if dec_rows:
+        md += ["", "## Decoding strategies (same prompts)", "", *_md_table(dec_header, dec_rows)]
+    if sharp_rows:
+        md += ["", "## Sharpness and reference-token ranks", "", *_md_table(sharp_header, sharp_rows)]
+    md += ["", "## Greedy continuations of held-out prompts", ""] if samples else []
     for i, s in enumerate(samples, 1):
         md += [
             f"### Prompt {i}",
@@ -168,6 +314,19 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
         for r in evals
     )
     plots = "".join(svg_line_plot(series, title=name) for name, series in curves.items())
+    columns_html = ""
+    if column_rows:
+        head = "".join(f"<th>{esc(name)}</th>" for name in column_names)
+        body = "".join(
+            f"<tr><td>{esc(m)}</td>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>"
+            for m, values in column_rows
+        )
+        columns_html = f"<h2>Every decoding of the held-out images</h2><table><tr><th>metric</th>{head}</tr>{body}</table>"
+    grid_html = (
+        f'<h2>Completions</h2><p>{esc(summary.get("grid_caption", ""))}</p><img src="{esc(grid)}" alt="grid">'
+        if grid
+        else ""
+    )
     sample_html = "".join(
         f"<h3>Prompt {i}</h3><p class=prompt>{esc(s['prompt'])}</p><div class=cols>"
         f"<div><h4>before</h4><p>{esc(s['before'])}</p></div><div><h4>after</h4><p>{esc(s['after'])}</p></div>"
@@ -181,11 +340,72 @@ td:first-child{{text-align:left}}.cols{{display:grid;grid-template-columns:1fr 1
 .prompt{{background:#f3f3f3;padding:.5em}}</style></head><body>
 <h1>{esc(title)}</h1><p>{esc(facts)}</p>
 <table><tr><th>metric</th><th>before</th><th>after</th><th>change</th></tr>{table}</table>
+{columns_html}{grid_html}
 <h2>Training curves (paper Fig. 2)</h2><div>{plots}</div>
 <h2>Per evaluation</h2><table><tr><th>epoch</th><th>train loss</th><th>held-out loss</th><th>TTR</th>
 <th>entropy</th><th>top-1</th></tr>{per_eval}</table>
-<h2>Greedy continuations of held-out prompts</h2>{sample_html}</body></html>
+{"<h2>Decoding strategies (same prompts)</h2>" + _html_table(dec_header, dec_rows) if dec_rows else ""}
+{"<h2>Sharpness and reference-token ranks</h2>" + _html_table(sharp_header, sharp_rows) if sharp_rows else ""}
+{"<h2>Greedy continuations of held-out prompts</h2>" if samples else ""}{sample_html}</body></html>
 """
     out = run_dir / "report.html"
+    write_text_atomic(out, page)
+    return out
+
+
+def cross_modal_rows(summaries: dict[str, dict]) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """(column names, [(metric, values)]) comparing runs side by side: "<name> before" and "<name> after" per run,
+    one row per sharpness / repetition metric that at least one run holds ("–" where a run has none)."""
+    names = [f"{name} {side}" for name in summaries for side in ("before", "after")]
+    rows = []
+    for key, label, pattern in CROSS_MODAL_ROWS:
+        values = [
+            _fmt(s.get(side, {}).get(key), pattern)
+            for s in summaries.values()
+            for side in ("before", "after")
+        ]
+        if any(v != "–" for v in values):
+            rows.append((label, values))
+    return names, rows
+
+
+def write_comparison(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
+    """Write ``comparison.md`` / ``comparison.html`` into ``out_dir``: finished runs (e.g. the text and the image
+    demo) side by side in one table of sharpness and repetition, before and after hyperfitting, with each image
+    run's grid. Runs are named by their modality (or directory name when two share one). Returns the HTML path."""
+    out_dir = Path(out_dir)
+    summaries: dict[str, dict] = {}
+    grids: list[tuple[str, Path]] = []
+    for run_dir in map(Path, run_dirs):
+        summary = read_json(run_dir / "summary.json")
+        name = summary.get("modality", run_dir.name)
+        name = name if name not in summaries else f"{name} ({run_dir.name})"
+        summaries[name] = summary
+        if summary.get("grid"):
+            grids.append((name, run_dir / summary["grid"]))
+    names, rows = cross_modal_rows(summaries)
+    md = [
+        "# hyperfit: original vs hyperfitted, across modalities",
+        "",
+        "| metric | " + " | ".join(names) + " |",
+    ]
+    md += ["|---" * (len(names) + 1) + "|"] + [f"| {m} | " + " | ".join(v) + " |" for m, v in rows]
+    md += [""] + [f"![{name}]({os.path.relpath(path, out_dir)})" for name, path in grids]
+    write_text_atomic(out_dir / "comparison.md", "\n".join(md) + "\n")
+    esc = html.escape
+    head = "".join(f"<th>{esc(n)}</th>" for n in names)
+    body = "".join(f"<tr><td>{esc(m)}</td>" + "".join(f"<td>{x}</td>" for x in v) + "</tr>" for m, v in rows)
+    images = "".join(
+        f'<h2>{esc(name)}</h2><img src="{esc(os.path.relpath(path, out_dir))}" alt="grid">'
+        for name, path in grids
+    )
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>hyperfit comparison</title><style>'
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}</style>"
+        f"</head><body><h1>Original vs hyperfitted, across modalities</h1><table><tr><th>metric</th>{head}</tr>"
+        f"{body}</table>{images}</body></html>\n"
+    )
+    out = out_dir / "comparison.html"
     write_text_atomic(out, page)
     return out

@@ -6,6 +6,7 @@ during and after) → save → summary and report. ``accelerate launch scripts/f
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ import time
 import torch
 from accelerate.utils import set_seed
 
+from hyperfit.common.compare import collect_token_stats, compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, parse_config
 from hyperfit.common.evaluate import generation_stats, teacher_forced_stats
 from hyperfit.common.report import write_report
@@ -26,7 +28,7 @@ from hyperfit.text.data import (
     save_splits,
     sha256_ids,
 )
-from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm
+from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
 
 CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
 
@@ -114,6 +116,8 @@ def main(configs: tuple) -> dict:
             )
     prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
     stop_ids = eos_ids(model, tokenizer)
+    # The original model, kept on the CPU, is decoded beside the hyperfitted one at the end.
+    original = copy.deepcopy(model) if eval_cfg.strategy_names() and accelerator.is_main_process else None
     model.to(accelerator.device)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
@@ -148,6 +152,21 @@ def main(configs: tuple) -> dict:
             model.save_pretrained(run.path / "model", safe_serialization=True)
             tokenizer.save_pretrained(run.path / "model")
         evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+        comparison = {}
+        if original is not None:
+            comparison = compare_original(
+                original.to(accelerator.device),
+                model,
+                splits,
+                prompts,
+                evals[-1],
+                tokenizer,
+                eval_cfg,
+                train_cfg,
+                accelerator,
+                run,
+                stop_ids,
+            )
         summary = {
             "modality": "text",
             "model": model_description,
@@ -159,6 +178,7 @@ def main(configs: tuple) -> dict:
             "after": _headline(evals[-1]),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "epoch_losses": result["epoch_losses"],
+            **comparison,
             "wall_seconds": time.perf_counter() - started,
         }
         write_report(run.path, summary=summary)
@@ -167,6 +187,53 @@ def main(configs: tuple) -> dict:
         accelerator.print(f"report: {run.path / 'report.html'}")
     accelerator.wait_for_everyone()
     return summary if accelerator.is_main_process else {}
+
+
+def compare_original(
+    original,
+    hyperfitted,
+    splits,
+    prompts,
+    last_eval,
+    tokenizer,
+    eval_cfg,
+    train_cfg,
+    accelerator,
+    run,
+    stop_ids,
+) -> dict:
+    """Decode both models with every strategy on the held-out prompts; compare sharpness and reference ranks."""
+    models = {"original": original, "hyperfitted": hyperfitted}
+    with torch.no_grad(), accelerator.autocast():
+        table, generations = decoding_table(
+            models,
+            prompts,
+            eval_cfg.strategy_names(),
+            max_new_tokens=eval_cfg.max_new_tokens,
+            train_ids=splits.train_ids,
+            eval_blocks=splits.eval_ids,
+            target_entropy=last_eval["entropy"],
+            eos_id=stop_ids,
+            batch_size=eval_cfg.eval_batch_size,
+            seed=train_cfg.seed,
+            ttr_window=eval_cfg.ttr_window,
+            word_start_ids=word_start_ids(tokenizer) if eval_cfg.word_finish else None,
+            blocker_n=eval_cfg.blocker_n,
+        )
+        sharpness = compare_sharpness(
+            collect_token_stats(original, splits.eval_ids, batch_size=eval_cfg.eval_batch_size),
+            collect_token_stats(hyperfitted, splits.eval_ids, batch_size=eval_cfg.eval_batch_size),
+        )
+    for (model_name, strategy), sequences in generations.items():
+        texts = decode_texts(tokenizer, sequences)
+        run.write_text(
+            f"generations/decoding/{model_name}_{strategy}.jsonl",
+            "".join(
+                _json_line({"index": i, "continuation": t, "ids": s})
+                for i, (t, s) in enumerate(zip(texts, sequences, strict=True))
+            ),
+        )
+    return {"decoding": table, "sharpness": sharpness}
 
 
 HEADLINE = (

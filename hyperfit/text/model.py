@@ -94,3 +94,15 @@ def eos_ids(model, tokenizer) -> list[int]:
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def word_start_ids(tokenizer) -> list[int]:
+    """Ids of tokens that begin a new word (their text starts with a space, byte-level "Ġ" or sentencepiece "▁").
+
+    Used by the citation blocker's "let the current word finish first" variant (PAPER.md §4).
+    """
+    starts = []
+    for token, index in tokenizer.get_vocab().items():
+        if token[:1] in ("Ġ", "▁", " ", "Ċ", "\n"):
+            starts.append(index)
+    return sorted(starts)

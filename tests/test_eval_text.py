@@ -1,0 +1,105 @@
+"""`hyperfit eval`: models × strategies from a run directory or a prompts file, and its refusals."""
+
+from __future__ import annotations
+
+import json
+
+from hyperfit.cli import main as hyperfit
+from hyperfit.common.runs import read_json
+from tests.test_fit_text import fit
+
+
+def test_eval_compares_a_run_with_its_original(tiny_model_dir, news_file, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert fit(tiny_model_dir, news_file, run_dir, "--strategies", "") == 0
+    out = tmp_path / "eval"
+    code = hyperfit(
+        [
+            "eval",
+            "--models",
+            f"original={tiny_model_dir},hyperfitted={run_dir}",
+            "--out",
+            str(out),
+            "--strategies",
+            "greedy,top_p,greedy_rep_penalty,greedy_blocked,entropy_matched",
+            "--max_new_tokens",
+            "12",
+            "--prompt_tokens",
+            "8",
+            "--ttr_window",
+            "12",
+            "--precision",
+            "fp32",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    summary = read_json(out / "summary.json")
+    assert set(summary["decoding"]) == {"original", "hyperfitted"}
+    assert set(summary["decoding"]["original"]) == {
+        "greedy",
+        "top_p",
+        "greedy_rep_penalty",
+        "greedy_blocked",
+        "entropy_matched",
+    }
+    fit_summary = read_json(run_dir / "summary.json")
+    assert summary["decoding"]["hyperfitted"]["greedy"]["ttr"] == fit_summary["after"]["ttr"]
+    assert summary["sharpness"]["after"]["entropy"] < summary["sharpness"]["before"]["entropy"] + 1.0
+    assert (out / "generations/decoding/hyperfitted_greedy_blocked.jsonl").exists()
+    assert "Decoding strategies" in (out / "report.md").read_text()
+
+
+def test_prompt_file_problems_are_one_sentence(tiny_model_dir, tmp_path, capsys):
+    short = tmp_path / "short.jsonl"
+    short.write_text(json.dumps({"text": "too short"}) + "\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    base = ["eval", "--models", f"m={tiny_model_dir}", "--strategies", "greedy", "--max_new_tokens", "4"]
+    assert hyperfit([*base, "--prompts", str(short), "--out", str(tmp_path / "a")]) == 2
+    assert "has no text longer than 32 tokens (1 skipped)" in capsys.readouterr().err
+    assert hyperfit([*base, "--prompts", str(empty), "--out", str(tmp_path / "b")]) == 2
+    assert "has no text longer than 32 tokens (0 skipped)" in capsys.readouterr().err
+    mixed = tmp_path / "mixed.jsonl"
+    long_text = " ".join(["The river rose above the old stone bridge after days of rain."] * 6)
+    mixed.write_text(json.dumps({"text": long_text}) + "\n" + json.dumps({"text": "tiny"}) + "\n")
+    assert hyperfit([*base, "--prompts", str(mixed), "--out", str(tmp_path / "c")]) == 0
+    assert "skipped 1 texts shorter than 33 tokens" in capsys.readouterr().out
+
+
+def test_checkpoint_with_another_tokenizer_is_refused(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from tests.conftest import make_tiny_llama
+
+    other = tmp_path / "other"
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.add_tokens(["<extra_token>"])
+    make_tiny_llama(len(tok)).save_pretrained(other)
+    tok.save_pretrained(other)
+    code = hyperfit(
+        [
+            "eval",
+            "--models",
+            f"a={tiny_model_dir},b={other}",
+            "--prompts",
+            str(tmp_path / "x.jsonl"),
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+    (tmp_path / "x.jsonl").write_text(json.dumps({"text": "word " * 50}) + "\n")
+    code = hyperfit(
+        [
+            "eval",
+            "--models",
+            f"a={tiny_model_dir},b={other}",
+            "--prompts",
+            str(tmp_path / "x.jsonl"),
+            "--out",
+            str(tmp_path / "f"),
+            "--strategies",
+            "greedy",
+        ]
+    )
+    assert code == 2 and "uses another tokenizer than 'a'" in capsys.readouterr().err
