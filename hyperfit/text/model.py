@@ -76,6 +76,13 @@ def load_causal_lm(cfg: ModelConfig, *, dtype: torch.dtype = torch.float32):
             f"model {cfg.model!r} could not be loaded from {where} ({type(err).__name__}); pass a local directory "
             f"or .gguf file, or leave --model unset to use the offline default {DEFAULT_MODEL}."
         ) from err
+    if gguf_file:
+        # transformers de-quantised the GGUF tensors to ``dtype`` but still marks the model as quantized, which
+        # makes save_pretrained refuse; the weights are plain tensors now, so drop the marker.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if len(tokenizer) > model.get_output_embeddings().weight.size(0):

@@ -1,0 +1,225 @@
+"""`hyperfit experiment ...`: each data experiment end to end on a tiny saved model and real news text."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hyperfit.cli import main as hyperfit
+from hyperfit.common.config import parse_config
+from hyperfit.common.runs import HyperfitError, read_json, read_jsonl
+from hyperfit.recipes.experiments import CONFIGS, PRESETS, size_epochs
+from tests.conftest import corpus_lines
+
+TINY = [
+    "--n_train",
+    "8",
+    "--block_len",
+    "24",
+    "--n_eval",
+    "4",
+    "--epochs",
+    "2",
+    "--batch_size",
+    "4",
+    "--lr",
+    "3e-3",
+    "--precision",
+    "fp32",
+    "--eval_every_epochs",
+    "1",
+    "--max_new_tokens",
+    "12",
+    "--prompt_tokens",
+    "8",
+    "--ttr_window",
+    "12",
+    "--strategies",
+    "greedy,top_p",
+]
+
+
+def experiment(name, model_dir, data, out, *extra):
+    argv = ["experiment", name, "--model", str(model_dir), "--data", str(data), "--out", str(out), *TINY]
+    return hyperfit([*argv, *extra])
+
+
+def rows_by(summary, key):
+    return {row[key]: row for row in summary["rows"]}
+
+
+def assert_report(out, *plots):
+    for name in ("summary.json", "report.md", "report.html", "experiment.json", *plots):
+        assert (out / name).exists(), name
+    page = (out / "report.html").read_text()
+    assert page.count("<svg") == len(plots) and "<table>" in page
+
+
+def test_size_epochs_hold_the_updates_fixed():
+    assert size_epochs(32, batch_size=8, updates=80) == 20
+    assert size_epochs(8, batch_size=8, updates=80) == 80
+    assert size_epochs(2000, batch_size=8, updates=5000) == 20
+    assert size_epochs(12, batch_size=8, updates=10) == 10  # one full batch per epoch; 4 blocks left out
+    with pytest.raises(HyperfitError, match="smaller than the batch of 8"):
+        size_epochs(4, batch_size=8, updates=80)
+
+
+def test_presets_are_cpu_scale_by_default_and_paper_scale_on_request():
+    _, data, train, evaluation, _, exp = parse_config(CONFIGS, ["--preset", "cpu"], presets=PRESETS)
+    assert (data.n_train, data.block_len, evaluation.max_new_tokens, exp.updates) == (32, 64, 64, 80)
+    _, data, train, _, _, exp = parse_config(
+        CONFIGS, ["--preset", "paper", "--sizes", "8,2000"], presets=PRESETS
+    )
+    assert (data.n_train, train.lr, exp.updates, exp.sizes, exp.repeat_first_seed) == (
+        2000,
+        1e-6,
+        5000,
+        "8,2000",
+        True,
+    )
+
+
+def test_data_size_holds_updates_fixed_and_evaluates_on_one_held_out_set(
+    tiny_model_dir, news_file, tmp_path, capsys
+):
+    out = tmp_path / "size"
+    assert experiment("data-size", tiny_model_dir, news_file, out, "--sizes", "4,8", "--updates", "4") == 0
+    assert_report(out, "ttr_vs_n.svg")
+    summary = read_json(out / "summary.json")
+    rows = rows_by(summary, "n_train")
+    assert sorted(rows) == [0, 4, 8]
+    assert (rows[4]["epochs"], rows[8]["epochs"]) == (4, 2)
+    assert rows[4]["updates"] == rows[8]["updates"] == 4
+    assert summary["heldout_of"] == "n8"
+    # The largest N is evaluated on its own held-out set, the common one; N = 4 is re-evaluated on it.
+    assert rows[8]["ttr"] == rows[8]["own_heldout_ttr"]
+    assert read_json(out / "runs/n4/common_heldout.json")["ttr"] == rows[4]["ttr"]
+    n8 = read_json(out / "runs/n8/manifest.json")
+    assert not set(read_json(out / "runs/n4/manifest.json")["train_doc_ids"]) & set(n8["eval_doc_ids"])
+    assert rows[0]["ttr"] == read_json(out / "runs/n8/summary.json")["before"]["ttr"]
+    assert not (out / "runs/n4/model").exists() and not (out / "runs/n4/checkpoints").exists()
+
+    # A finished experiment is refused without a flag; --resume reuses every variant and cached evaluation.
+    assert experiment("data-size", tiny_model_dir, news_file, out, "--sizes", "4,8", "--updates", "4") == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+    assert (
+        experiment(
+            "data-size", tiny_model_dir, news_file, out, "--sizes", "4,8", "--updates", "4", "--resume"
+        )
+        == 0
+    )
+    assert read_json(out / "summary.json")["rows"] == summary["rows"]
+
+    assert experiment("data-size", tiny_model_dir, news_file, tmp_path / "bad", "--sizes", "2,8") == 2
+    assert "data size 2 is smaller than the batch of 4" in capsys.readouterr().err
+
+
+def test_data_order_agreement_matrix(tiny_model_dir, news_file, tmp_path):
+    out = tmp_path / "order"
+    args = ("--seeds", "0,1", "--repeat_first_seed", "true")
+    assert experiment("data-order", tiny_model_dir, news_file, out, *args) == 0
+    assert_report(out, "train_loss_per_order.svg")
+    summary = read_json(out / "summary.json")
+    matrix = summary["agreement"]
+    names = ["original", "seed0", "seed1", "seed0_repeat"]
+    assert list(matrix) == names
+    for a in names:
+        assert matrix[a][a] == 1.0
+        for b in names:
+            assert matrix[a][b] == matrix[b][a] and 0 <= matrix[a][b] <= 1
+    assert summary["mean_pairwise_disagreement"] == pytest.approx(1 - matrix["seed0"]["seed1"])
+    # On a CPU the same order trained twice gives the same model: disagreement comes from the order alone.
+    assert summary["repeat_agreement"] == 1.0
+    assert summary["first_epoch_orders"]["seed0"] != summary["first_epoch_orders"]["seed1"]
+    rows = rows_by(summary, "variant")
+    assert rows["seed0"]["final_train_loss"] == rows["seed0_repeat"]["final_train_loss"]
+    assert rows["seed0"]["final_train_loss"] != rows["seed1"]["final_train_loss"]
+    assert rows["seed1"]["agreement_with_original"] == matrix["seed1"]["original"]
+    assert summary["positions"] == 4 * 23 == torch.load(out / "runs/seed1/top1_ids.pt").numel()
+    assert not (out / "runs/seed0/model").exists()
+
+
+def test_domain_table_trains_on_each_domain_and_evaluates_on_every_one(tiny_model_dir, news_file, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("\n".join(corpus_lines()[-80:]) + "\n", encoding="utf-8")
+    out = tmp_path / "domain"
+    assert experiment("domain", tiny_model_dir, news_file, out, "--domains", f"{news_file},{other}") == 0
+    assert_report(out, "ttr_by_domain.svg")
+    summary = read_json(out / "summary.json")
+    matrix = summary["ttr_matrix"]
+    assert list(matrix) == ["original", "news", "other"]
+    assert all(list(row) == ["news", "other"] for row in matrix.values())
+    assert len(summary["rows"]) == 6
+    for domain in ("news", "other"):
+        run = read_json(out / f"runs/train_{domain}/summary.json")
+        # The re-evaluation of a model on its own domain reproduces fit-text's final evaluation.
+        assert matrix[domain][domain] == pytest.approx(run["after"]["ttr"], abs=1e-9)
+        assert matrix["original"][domain] == run["before"]["ttr"]
+    assert "| trained on | news | other |" in (out / "report.md").read_text()
+
+
+def test_domain_needs_two_distinct_domains(tiny_model_dir, news_file, tmp_path, capsys):
+    assert experiment("domain", tiny_model_dir, news_file, tmp_path / "d", "--domains", str(news_file)) == 2
+    assert "at least two corpora" in capsys.readouterr().err
+    both = f"{news_file},{tmp_path / 'x' / 'news.txt'}"
+    assert experiment("domain", tiny_model_dir, news_file, tmp_path / "d", "--domains", both) == 2
+    assert "both named 'news'" in capsys.readouterr().err
+
+
+def test_lr_epochs_reads_the_epoch_axis_off_one_run_per_learning_rate(tiny_model_dir, news_file, tmp_path):
+    out = tmp_path / "grid"
+    assert (
+        experiment("lr-epochs", tiny_model_dir, news_file, out, "--lrs", "1e-3,3e-3", "--epoch_grid", "1,2")
+        == 0
+    )
+    assert_report(out, "ttr_vs_epoch.svg", "train_loss_vs_epoch.svg")
+    rows = {(r["lr"], r["epoch"]): r for r in read_json(out / "summary.json")["rows"]}
+    assert sorted(rows) == [(1e-3, 0), (1e-3, 1), (1e-3, 2), (3e-3, 0), (3e-3, 1), (3e-3, 2)]
+    assert rows[(1e-3, 0)]["ttr"] == rows[(3e-3, 0)]["ttr"]  # both start from the same model
+    run = out / "runs/lr0.003"
+    assert rows[(3e-3, 2)]["ttr"] == read_json(run / "summary.json")["after"]["ttr"]
+    epoch_1 = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "epoch"][0]
+    assert rows[(3e-3, 1)]["train_loss"] == epoch_1["train_loss"]
+
+
+def test_early_stop_retraces_the_full_run_and_decodes_both(tiny_model_dir, news_file, tmp_path):
+    out = tmp_path / "early"
+    assert experiment("early-stop", tiny_model_dir, news_file, out, "--epochs", "4") == 0
+    assert_report(out, "heldout_loss.svg", "ttr.svg")
+    summary = read_json(out / "summary.json")
+    evals = [r for r in read_jsonl(out / "runs/hyperfitted/metrics.jsonl") if r.get("kind") == "eval"]
+    lowest = min((r for r in evals if r["epoch"] >= 1), key=lambda r: r["loss"])
+    assert summary["stop_epoch"] == lowest["epoch"] and summary["stop_rule"] == "lowest held-out loss"
+    # Stopping after k epochs is exactly the full run at epoch k (constant lr, order fixed by seed and epoch).
+    assert summary["early_run_minus_full_run_at_stop"] == {"ttr": 0.0, "loss": pytest.approx(0.0, abs=1e-6)}
+    rows = rows_by(summary, "variant")
+    assert list(rows) == ["original", "early_stopped", "hyperfitted"]
+    assert rows["early_stopped"]["epochs"] == lowest["epoch"] and rows["hyperfitted"]["epochs"] == 4
+    for row in rows.values():
+        assert row["greedy_ttr"] == pytest.approx(row["ttr"]) and 0 < row["top_p_ttr"] <= 1
+
+    fixed = tmp_path / "fixed"
+    assert (
+        experiment("early-stop", tiny_model_dir, news_file, fixed, "--epochs", "3", "--early_stop_epoch", "1")
+        == 0
+    )
+    fixed_summary = read_json(fixed / "summary.json")
+    assert (
+        fixed_summary["stop_epoch"] == 1 and rows_by(fixed_summary, "variant")["hyperfitted"]["epochs"] == 3
+    )
+    assert fixed_summary["early_run_minus_full_run_at_stop"] == {
+        "ttr": 0.0,
+        "loss": pytest.approx(0.0, abs=1e-6),
+    }
+    assert (
+        experiment("early-stop", tiny_model_dir, news_file, tmp_path / "no", "--early_stop_epoch", "2") == 2
+    )
+
+
+def test_cli_lists_the_experiments(capsys):
+    assert hyperfit(["experiment", "--help"]) == 0
+    assert "data-order" in capsys.readouterr().out
+    assert hyperfit(["experiment", "shuffle"]) == 2
+    assert "unknown experiment 'shuffle'" in capsys.readouterr().err
+    assert hyperfit(["--help"]) == 0
+    assert "experiment" in capsys.readouterr().out
