@@ -15,6 +15,8 @@ commands:
   pretrain-image   build the offline image tokenizer + prior once (runs/cache/image-prior; reused after)
   fit-image  hyperfit that image prior and compare completions before/after (preset cpu-demo by default)
   eval       models × decoding strategies on the same prompts: --models original=SPEC,hyperfitted=RUN_DIR
+  experiment {data-size,data-order,domain,lr-epochs,early-stop} [fit-text options] --out DIR:
+             the paper's data experiments (§6) and reviewer ablations, a table and a plot each
   report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
 
 `hyperfit COMMAND --help` lists a command's options."""
@@ -59,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli(rest)
     if command == "fit-image":
         from hyperfit.recipes.fit_image import cli
+
+        return cli(rest)
+    if command == "experiment":
+        from hyperfit.recipes.experiments import cli
 
         return cli(rest)
     if command == "report":

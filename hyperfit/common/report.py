@@ -136,7 +136,8 @@ def _columns_rows(summary: dict) -> tuple[list[str], list[tuple[str, list[str]]]
     rows = []
     for key, label, pattern in ROWS:
         if any(key in columns[name] for name in names):
-            rows.append((label, [_fmt(columns[name].get(key), pattern) for name in names]))
+            # Not every column is greedy, so the label loses that word here.
+            rows.append((label.replace("greedy ", ""), [_fmt(columns[name].get(key), pattern) for name in names]))
     return names, rows
 
 
@@ -233,9 +234,7 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
     # Text runs show continuations; image runs show their grid PNG instead (summary["grid"], relative path).
     samples = (
         _samples(run_dir, summary)
-        if "before" in summary and "after" in summary
-        else []
-        if summary.get("modality", "text") == "text"
+        if "before" in summary and "after" in summary and summary.get("modality", "text") == "text"
         else []
     )
     grid = summary.get("grid")
