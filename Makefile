@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install demo test test-slow lint bench clean-demo
+.PHONY: install demo demo-text demo-image test test-slow lint bench clean-demo
 
 install: $(STAMP)
 
@@ -27,8 +27,16 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # --resume: a finished demo is only re-reported, an interrupted one continues from its last checkpoint.
-demo: install
+demo: demo-text demo-image
+	$(BIN)/hyperfit compare runs/demo/text runs/demo/image --out runs/demo
+
+demo-text: install
 	$(BIN)/hyperfit fit-text --preset cpu-demo --out runs/demo/text --resume
+
+# The image prior is pretrained once (runs/cache/image-prior) and reused by later demos.
+demo-image: install
+	$(BIN)/hyperfit pretrain-image --resume
+	$(BIN)/hyperfit fit-image --out runs/demo/image --resume
 
 test: install
 	$(BIN)/python -m pytest -m "not slow" -q

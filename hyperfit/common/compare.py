@@ -240,7 +240,9 @@ def decoding_table(
                 sequences = precomputed[(model_name, name)]
                 generations[(model_name, name)] = sequences
                 table[model_name][name] = generation_metrics(
-                    sequences, train_seqs=None if train_ids is None else train_ids.tolist(), ttr_window=ttr_window
+                    sequences,
+                    train_seqs=None if train_ids is None else train_ids.tolist(),
+                    ttr_window=ttr_window,
                 ) | {"temperature": strategy.temperature}
                 continue
             if strategy.temperature is None:

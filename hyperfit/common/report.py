@@ -137,7 +137,9 @@ def _columns_rows(summary: dict) -> tuple[list[str], list[tuple[str, list[str]]]
     for key, label, pattern in ROWS:
         if any(key in columns[name] for name in names):
             # Not every column is greedy, so the label loses that word here.
-            rows.append((label.replace("greedy ", ""), [_fmt(columns[name].get(key), pattern) for name in names]))
+            rows.append(
+                (label.replace("greedy ", ""), [_fmt(columns[name].get(key), pattern) for name in names])
+            )
     return names, rows
 
 

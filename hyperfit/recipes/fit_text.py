@@ -207,7 +207,9 @@ def compare_original(
     models = {"original": original, "hyperfitted": hyperfitted}
     # The greedy continuations of the first and last evaluation were decoded by exactly these models: reuse them.
     precomputed = {
-        (name, "greedy"): [r["ids"] for r in read_jsonl(run.file(f"generations/epoch_{record['epoch']:03d}.jsonl"))]
+        (name, "greedy"): [
+            r["ids"] for r in read_jsonl(run.file(f"generations/epoch_{record['epoch']:03d}.jsonl"))
+        ]
         for name, record in (("original", evals[0]), ("hyperfitted", evals[-1]))
     }
     with torch.no_grad(), accelerator.autocast():

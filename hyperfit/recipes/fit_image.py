@@ -1,0 +1,516 @@
+"""Hyperfit an autoregressive image prior on a few images and compare completions before and after (paper §7.1).
+
+Reads top to bottom like fit_text.py: config → Accelerator and seed → run directory → prior → data → train
+(evaluating before, during and after) → save → summary, grid and report. ``accelerate launch
+scripts/fit_image.py`` runs the ``cpu-demo`` preset (PAPER.md §13b) unless another ``--preset`` is named; it
+needs the prior that ``hyperfit pretrain-image`` builds once. Held-out images are completed greedily from their
+first 25 % of tokens (the paper's setting).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate.utils import set_seed
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from hyperfit.common.blocker import CitationBlocker
+from hyperfit.common.config import RunConfig, TrainConfig, config_dict, parse_config
+from hyperfit.common.evaluate import teacher_forced_stats
+from hyperfit.common.report import write_report
+from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, write_json
+from hyperfit.common.train import build_accelerator, train
+from hyperfit.image.data import load_digits_images, load_image_folder, split_images
+from hyperfit.image.metrics import completion_report, fid_kid, timm_extractor
+from hyperfit.image.model import (
+    DEFAULT_PRIOR,
+    TOKENIZER_FILE,
+    ImageModelConfig,
+    complete,
+    describe_tokenizer,
+    encode_for_model,
+    load_prior,
+    model_block_len,
+    sos_id,
+)
+from hyperfit.image.render import mask_context, save_grid
+
+POOLS_FILE = "pools.pt"  # written by pretrain_image.py into the prior's run directory
+
+
+@dataclass
+class ImageDataConfig:
+    """Which images to hyperfit on and which to complete (disjoint), and how many of each."""
+
+    data: str = field(
+        default="prior",
+        metadata={
+            "help": "prior (the patches pretrain-image set aside, pixel-disjoint from its pretraining set) | "
+            "digits (sklearn) | cifar10 (torchvision, already downloaded under --data_root) | a folder of PNG/JPEG"
+        },
+    )
+    data_root: str = field(
+        default="data/cifar10",
+        metadata={"help": "Where torchvision's CIFAR-10 lies (never downloaded here)."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize folder / digits images to N x N; unset = keep their size."}
+    )
+    n_train: int = field(default=32, metadata={"help": "Hyperfitting images (PAPER.md §13b: 32)."})
+    n_eval: int = field(default=64, metadata={"help": "Held-out images completed at each evaluation."})
+    data_seed: int = field(default=0, metadata={"help": "Seed of the image selection."})
+
+    def __post_init__(self) -> None:
+        if self.n_train < 1 or self.n_eval < 2:
+            raise HyperfitError("n_train must be ≥ 1 and n_eval ≥ 2; fix --n_train / --n_eval.")
+
+
+@dataclass
+class ImageEvalConfig:
+    """What every evaluation measures, and the decodings of the final grid."""
+
+    context_fraction: float = field(
+        default=0.25, metadata={"help": "Share of an image's tokens given as context (paper: 0.25)."}
+    )
+    eval_batch_size: int = field(default=64, metadata={"help": "Images per forward pass in evaluation."})
+    grid_rows: int = field(default=16, metadata={"help": "Held-out images shown in the grids (rows)."})
+    grid_scale: int = field(default=6, metadata={"help": "Pixels per image pixel in the grid PNGs."})
+    temperature: float = field(
+        default=0.7, metadata={"help": "Sampled column: temperature (paper's Top-P baseline: 0.7)."}
+    )
+    top_k: int = field(default=50, metadata={"help": "Sampled column: top-k (paper: 50)."})
+    top_p: float = field(default=0.9, metadata={"help": "Sampled column: top-p (paper: 0.9)."})
+    blocker_n: int = field(
+        default=5,
+        metadata={"help": "Citation blocker: forbid every training n-gram of image codes (paper: 5)."},
+    )
+    copy_mse: float = field(
+        default=1e-3, metadata={"help": "A completion within this MSE of a training image counts as a copy."}
+    )
+    fid_model: str | None = field(
+        default=None,
+        metadata={"help": "timm model for FID/KID of every decoding (e.g. inception_v3); unset = none."},
+    )
+    fid_pretrained: bool = field(
+        default=True, metadata={"help": "Use the timm model's pretrained weights (cache or network)."}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.context_fraction < 1.0:
+            raise HyperfitError(
+                f"context_fraction {self.context_fraction} must lie in (0, 1); the paper uses 0.25."
+            )
+
+
+@dataclass
+class ImageSplits:
+    """Codes ready for training and evaluation, plus the manifest that identifies them."""
+
+    train_codes: torch.Tensor  # LongTensor[n_train, t], no SOS
+    eval_codes: torch.Tensor  # LongTensor[n_eval, t]; contexts are eval_codes[:, :n_context]
+    manifest: dict
+
+
+CONFIGS = (ImageModelConfig, ImageDataConfig, TrainConfig, ImageEvalConfig, RunConfig)
+
+PRESETS = {
+    # The paper's setting (PAPER.md §8) for a GPU with network: ImageGPT-Large, 2,000 CIFAR-10 images.
+    "paper": dict(
+        prior="openai/imagegpt-large",
+        data="cifar10",
+        n_train=2000,
+        n_eval=64,
+        epochs=20,
+        batch_size=8,
+        lr=1e-6,
+        weight_decay=0.0,
+        optimizer="adam",
+        eval_every_epochs=1,
+        grid_scale=3,
+        out="runs/paper/image",
+    ),
+    # The offline default on 2 CPU cores (PAPER.md §13b): the pretrain-image prior on 32 held-in patches.
+    "cpu-demo": dict(
+        prior=DEFAULT_PRIOR,
+        data="prior",
+        n_train=32,
+        n_eval=64,
+        epochs=200,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        optimizer="adam",
+        eval_every_epochs=25,
+        log_every_steps=4,
+        out="runs/demo/image",
+    ),
+}
+DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
+
+
+def sha256_ids(ids: torch.Tensor) -> str:
+    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()
+
+
+def _image_size(tokenizer) -> tuple[int, int]:
+    """The pixel size the tokenizer (and so the prior) was built for: one token per pixel for a palette."""
+    config = getattr(tokenizer, "config", None)
+    return tuple(config["image_size"]) if isinstance(config, dict) else tuple(tokenizer.grid)
+
+
+def load_images(data_cfg: ImageDataConfig, prior: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(hyperfitting pixels, held-out pixels, manifest) from the configured source; disjoint by construction."""
+    source = data_cfg.data
+    if source == "prior":
+        pools_path = Path(prior) / POOLS_FILE
+        if not pools_path.exists():
+            raise HyperfitError(
+                f"--data prior needs the image pools of a pretrain-image run, but {pools_path} does not exist; "
+                "pass --data cifar10, digits or a folder of images."
+            )
+        pools = torch.load(pools_path)
+        pool_manifest = read_json(Path(prior) / "manifest.json")
+        g = torch.Generator().manual_seed(data_cfg.data_seed)
+        chosen = {}
+        for name, n in (("train_pool", data_cfg.n_train), ("eval_pool", data_cfg.n_eval)):
+            if n > len(pools[name]):
+                raise HyperfitError(
+                    f"the prior sets aside only {len(pools[name])} {name} patches but {n} were asked for; lower "
+                    "--n_train / --n_eval or rebuild the prior with a larger --per_image."
+                )
+            chosen[name] = torch.randperm(len(pools[name]), generator=g)[:n].sort().values
+        manifest = {
+            "source": f"prior:{prior}",
+            "origin": pool_manifest["regions"],
+            "train_crops": [
+                pool_manifest["pool_crops"]["train_pool"][i] for i in chosen["train_pool"].tolist()
+            ],
+            "eval_crops": [pool_manifest["pool_crops"]["eval_pool"][i] for i in chosen["eval_pool"].tolist()],
+        }
+        return pools["train_pool"][chosen["train_pool"]], pools["eval_pool"][chosen["eval_pool"]], manifest
+    if source == "cifar10":
+        train_pixels, eval_pixels = _load_cifar10(data_cfg)
+        return train_pixels, eval_pixels, {"source": "cifar10", "origin": data_cfg.data_root}
+    try:
+        if source == "digits":
+            images, _ = load_digits_images(size=data_cfg.image_size or 8)
+            origin = {"source": "digits"}
+        else:
+            images, origin = load_image_folder(source, size=data_cfg.image_size)
+        split = split_images(
+            images, n_train=data_cfg.n_train, n_eval=data_cfg.n_eval, seed=data_cfg.data_seed
+        )
+    except (OSError, ValueError) as err:
+        raise HyperfitError(str(err)) from err
+    manifest = {
+        "source": source,
+        "origin": origin,
+        "train_indices": split.train_indices.tolist(),
+        "eval_indices": split.eval_indices.tolist(),
+    }
+    return split.train_pixels, split.eval_pixels, manifest
+
+
+def _load_cifar10(data_cfg: ImageDataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_train`` random CIFAR-10 training images and ``n_eval`` random test images, pixels in [0, 1]."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train_set = CIFAR10(data_cfg.data_root, train=True, download=False)
+        test_set = CIFAR10(data_cfg.data_root, train=False, download=False)
+    except RuntimeError as err:
+        raise HyperfitError(
+            f"CIFAR-10 is not under {data_cfg.data_root} ({err}); download it once with torchvision "
+            "(CIFAR10(root, download=True)) and pass --data_root, or use the offline --data prior."
+        ) from err
+    g = torch.Generator().manual_seed(data_cfg.data_seed)
+
+    def pick(dataset, n: int) -> torch.Tensor:
+        index = torch.randperm(len(dataset.data), generator=g)[:n].sort().values
+        return torch.from_numpy(dataset.data[index.numpy()]).permute(0, 3, 1, 2).float() / 255
+
+    return pick(train_set, data_cfg.n_train), pick(test_set, data_cfg.n_eval)
+
+
+def build_image_splits(data_cfg: ImageDataConfig, tokenizer, *, prior: str) -> ImageSplits:
+    """Load the images, check them against the tokenizer, and encode them once."""
+    train_pixels, eval_pixels, manifest = load_images(data_cfg, prior)
+    expected = _image_size(tokenizer)
+    size = tuple(train_pixels.shape[-2:])
+    if size != expected:
+        raise HyperfitError(
+            f"the images from {data_cfg.data} are {size[1]}x{size[0]} but the prior's tokenizer works on "
+            f"{expected[1]}x{expected[0]} images; pass --image_size {expected[0]} to resize them."
+        )
+    try:
+        train_codes = tokenizer.encode_images(train_pixels)
+        eval_codes = tokenizer.encode_images(eval_pixels)
+    except ValueError as err:
+        raise HyperfitError(
+            f"the images from {data_cfg.data} do not fit the prior's tokenizer: {err}"
+        ) from err
+    manifest.update(
+        tokenizer=describe_tokenizer(tokenizer),
+        image_size=list(size),
+        train_codes_sha256=sha256_ids(train_codes),
+        eval_codes_sha256=sha256_ids(eval_codes),
+    )
+    return ImageSplits(train_codes, eval_codes, manifest)
+
+
+def sampling_processors(eval_cfg: ImageEvalConfig) -> list:
+    """The paper's Top-P baseline as processors in ``generate``'s order: temperature, then top-k, then top-p."""
+    return [
+        TemperatureLogitsWarper(eval_cfg.temperature),
+        TopKLogitsWarper(eval_cfg.top_k),
+        TopPLogitsWarper(eval_cfg.top_p),
+    ]
+
+
+def main(configs: tuple) -> dict:
+    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
+    started = time.perf_counter()
+    accelerator = build_accelerator(train_cfg)
+    set_seed(train_cfg.seed)
+    run = Run.open(
+        run_cfg.out,
+        overwrite=run_cfg.overwrite,
+        resume=run_cfg.resume,
+        writer=accelerator.is_main_process,
+        barrier=accelerator.wait_for_everyone,
+    )
+    if run.is_finished:
+        accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
+        write_report(run.path)
+        return read_json(run.file("summary.json"))
+
+    # Prior, then images encoded once with its tokenizer (a resumed run reloads the exact saved codes).
+    model, tokenizer, model_description = load_prior(model_cfg.prior)
+    if run_cfg.resume and run.file("data.pt").exists():
+        saved = torch.load(run.file("data.pt"))
+        manifest = read_json(run.file("manifest.json"))
+        if sha256_ids(saved["train_codes"]) != manifest["train_codes_sha256"]:
+            raise HyperfitError(f"{run.file('data.pt')} does not match its manifest; rerun with --overwrite.")
+        splits = ImageSplits(saved["train_codes"], saved["eval_codes"], manifest)
+    else:
+        splits = build_image_splits(data_cfg, tokenizer, prior=model_cfg.prior)
+        if accelerator.is_main_process:
+            torch.save(
+                {"train_codes": splits.train_codes, "eval_codes": splits.eval_codes}, run.file("data.pt")
+            )
+            tokenizer.save(run.file(TOKENIZER_FILE))
+            run.write_json("manifest.json", splits.manifest)
+            run.write_json(
+                "config.json",
+                {
+                    **config_dict(*configs),
+                    "model_description": model_description,
+                    "num_processes": accelerator.num_processes,
+                },
+            )
+    n_tokens = splits.eval_codes.size(1)
+    n_context = round(eval_cfg.context_fraction * n_tokens)
+    block_len = model_block_len(model, n_tokens)  # 1 + t: SOS, then every code
+    sos = sos_id(model)
+    train_ids = encode_for_model(splits.train_codes, sos=sos)[:, :block_len]
+    eval_ids = encode_for_model(splits.eval_codes, sos=sos)[:, :block_len]
+    model.to(accelerator.device)
+    shown = slice(0, eval_cfg.grid_rows)
+
+    def evaluate(model, *, epoch: int, step: int) -> dict:
+        greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=eval_cfg.eval_batch_size)
+        held_out = teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)
+        image = completion_report(
+            greedy.codes,
+            splits.eval_codes,
+            tokenizer=tokenizer,
+            n_context=n_context,
+            train_codes=splits.train_codes,
+            copy_mse=eval_cfg.copy_mse,
+        )
+        _write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", greedy.codes)
+        columns = {"context": splits.eval_codes[shown], f"epoch {epoch}": greedy.codes[shown]}
+        columns["truth"] = splits.eval_codes[shown]
+        _save_grid(
+            run.file(f"grids/epoch_{epoch:03d}.png"), columns, tokenizer, n_context, eval_cfg.grid_scale
+        )
+        accelerator.print(
+            f"epoch {epoch}: token TTR {image['ttr']:.3f}, stripes {image['stripe_score']:.2f}, "
+            f"held-out loss {held_out['loss']:.3f}, entropy {held_out['entropy']:.3f}, "
+            f"top-1 {held_out['top1_prob']:.3f}, nearest-training MSE {image['nn_distance']:.4f}"
+        )
+        return {
+            **image,
+            "gen_entropy": float(greedy.entropy.mean()),
+            "gen_top1_prob": float(greedy.top1_prob.mean()),
+            **held_out,
+        }
+
+    # The sampled column needs the original weights, so it is drawn before training changes them.
+    if accelerator.is_main_process and not run.file("generations/original_sampled.jsonl").exists():
+        sampled = complete(
+            model,
+            splits.eval_codes,
+            n_context=n_context,
+            logits_processors=sampling_processors(eval_cfg),
+            temperature=1.0,  # the temperature is the first processor, as in generate
+            generator=torch.Generator(accelerator.device).manual_seed(train_cfg.seed),
+            batch_size=eval_cfg.eval_batch_size,
+        )
+        _write_codes(run, "generations/original_sampled.jsonl", sampled.codes)
+
+    result = train(
+        model, train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=1
+    )
+    model = result.pop("model")
+
+    if accelerator.is_main_process:
+        blocker = CitationBlocker(splits.train_codes, n=eval_cfg.blocker_n)
+        blocked = complete(
+            model,
+            splits.eval_codes,
+            n_context=n_context,
+            logits_processors=[blocker],
+            batch_size=eval_cfg.eval_batch_size,
+        )
+        _write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
+        if run_cfg.save_model:
+            model.save_pretrained(run.file("model"), safe_serialization=True)
+        evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+        completions = {
+            "original greedy": _read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
+            "original top-p": _read_codes(run, "generations/original_sampled.jsonl"),
+            "hyperfitted greedy": _read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
+            "hyperfitted + blocker": blocked.codes,
+        }
+        # The truth measured like a completion: the level a faithful completion would reach.
+        reference = {"held-out truth": splits.eval_codes}
+        columns = {
+            name: completion_report(
+                codes,
+                splits.eval_codes,
+                tokenizer=tokenizer,
+                n_context=n_context,
+                train_codes=splits.train_codes,
+                copy_mse=eval_cfg.copy_mse,
+            )
+            for name, codes in {**completions, **reference}.items()
+        }
+        if eval_cfg.fid_model:
+            _add_fid(columns, completions, splits.eval_codes, tokenizer, eval_cfg)
+        grid = {"context": splits.eval_codes[shown]}
+        grid.update({name: codes[shown] for name, codes in completions.items()})
+        grid["truth"] = splits.eval_codes[shown]
+        _save_grid(run.file("grid.png"), grid, tokenizer, n_context, eval_cfg.grid_scale)
+        summary = {
+            "modality": "image",
+            "model": model_description,
+            "tokenizer": describe_tokenizer(tokenizer),
+            "data": splits.manifest["source"],
+            "n_train": int(splits.train_codes.size(0)),
+            "block_len": int(train_ids.size(1)),
+            "n_eval": int(splits.eval_codes.size(0)),
+            "n_context": n_context,
+            "before": _headline(evals[0]),
+            "after": _headline(evals[-1]),
+            "columns": columns,
+            "blocker": {
+                "n": eval_cfg.blocker_n,
+                "fired": blocker.fired,
+                "blocked_tokens": blocker.blocked_tokens,
+            },
+            "grid": "grid.png",
+            "grid_caption": "rows: held-out images; columns: " + " | ".join(grid),
+            "train": {k: v for k, v in result.items() if k != "epoch_losses"},
+            "epoch_losses": result["epoch_losses"],
+            "wall_seconds": time.perf_counter() - started,
+        }
+        write_report(run.path, summary=summary)
+        write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
+        accelerator.print(_one_line(summary))
+        accelerator.print(f"report: {run.path / 'report.html'}")
+    accelerator.wait_for_everyone()
+    return summary if accelerator.is_main_process else {}
+
+
+def _headline(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "kind"}
+
+
+# Short column titles: a 16-pixel image at scale 6 leaves about 15 characters per column.
+GRID_TITLES = {
+    "original greedy": "orig greedy",
+    "original top-p": "orig top-p",
+    "hyperfitted greedy": "hyper greedy",
+    "hyperfitted + blocker": "hyper+blocker",
+}
+
+
+@torch.no_grad()
+def _save_grid(path: Path, columns: dict, tokenizer, n_context: int, scale: int) -> None:
+    """One row per held-out image, one column per entry of ``columns`` (codes[b, t]); the "context" column
+    shows only the first ``n_context`` tokens of its codes, the rest grey."""
+    pixels = {name: tokenizer.decode_codes(codes) for name, codes in columns.items()}
+    if "context" in pixels:
+        pixels["context"] = mask_context(pixels["context"], n_context, tokenizer.grid)
+    rows = [[pixels[name][i] for name in pixels] for i in range(len(pixels["truth"]))]
+    save_grid(rows, path, column_titles=[GRID_TITLES.get(name, name) for name in pixels], scale=scale)
+
+
+def _write_codes(run: Run, name: str, codes: torch.Tensor) -> None:
+    run.write_text(
+        name, "".join(json.dumps({"index": i, "codes": row}) + "\n" for i, row in enumerate(codes.tolist()))
+    )
+
+
+def _read_codes(run: Run, name: str) -> torch.Tensor:
+    return torch.tensor([record["codes"] for record in read_jsonl(run.file(name))], dtype=torch.long)
+
+
+def _add_fid(
+    columns: dict, completions: dict, truth: torch.Tensor, tokenizer, eval_cfg: ImageEvalConfig
+) -> None:
+    try:
+        extractor = timm_extractor(eval_cfg.fid_model, pretrained=eval_cfg.fid_pretrained)
+    except Exception as err:  # timm raises many kinds (unknown name, no weights offline)
+        raise HyperfitError(
+            f"the FID model {eval_cfg.fid_model!r} could not be created ({type(err).__name__}: {err}); "
+            "leave --fid_model unset, or pass --fid_pretrained false for random features."
+        ) from err
+    reference = tokenizer.decode_codes(truth)
+    for name, codes in completions.items():
+        columns[name].update(
+            fid_kid(tokenizer.decode_codes(codes), reference, extractor, subset_size=len(truth))
+        )
+
+
+def _one_line(summary: dict) -> str:
+    b, a = summary["before"], summary["after"]
+    return (
+        f"before → after: token TTR {b['ttr']:.3f} → {a['ttr']:.3f}, stripes {b['stripe_score']:.2f} → "
+        f"{a['stripe_score']:.2f}, entropy {b['entropy']:.2f} → {a['entropy']:.2f} nats, top-1 "
+        f"{b['top1_prob']:.3f} → {a['top1_prob']:.3f}, nearest-training MSE {b['nn_distance']:.4f} → "
+        f"{a['nn_distance']:.4f}; {summary['wall_seconds']:.0f} s"
+    )
+
+
+def cli(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--preset" not in argv:
+        argv = ["--preset", DEFAULT_PRESET, *argv]
+    try:
+        main(parse_config(CONFIGS, argv, presets=PRESETS, prog="hyperfit fit-image"))
+    except HyperfitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
