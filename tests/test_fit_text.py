@@ -147,3 +147,17 @@ def test_unloadable_model_says_how_to_use_the_default(news_file, tmp_path, capsy
     assert fit("no-such-org/no-such-model", news_file, tmp_path / "r") == 2
     err = capsys.readouterr().err
     assert "could not be loaded" in err and "leave --model unset" in err
+
+
+def test_report_marks_repeated_ngrams_and_draws_rank_bars():
+    from hyperfit.common.report import highlight_repeats, svg_bar_chart
+
+    looped = highlight_repeats("the cat sat on the mat and the cat sat on the mat", n=4)
+    assert looped.count("<mark>") == 12  # "the cat sat on the mat" twice is marked; "and" between them is not
+    assert " and " in looped
+    assert highlight_repeats("a b c d e f", n=4) == "a b c d e f"
+    assert highlight_repeats("<b> x y z <b> x y z", n=4).startswith("<mark>&lt;b&gt;</mark>")
+    chart = svg_bar_chart(
+        {"original": {"1": 0.3, "2": 0.1}, "hyperfitted": {"1": 0.2, "2": 0.1}}, title="ranks"
+    )
+    assert chart.startswith("<svg") and chart.count("<rect") == 4 + 2

@@ -115,6 +115,79 @@ def svg_line_plot(
     )
 
 
+def highlight_repeats(text: str, *, n: int = 4) -> str:
+    """HTML of ``text`` with every word that belongs to a repeated word n-gram marked (the paper's Fig. 1).
+
+    A word n-gram counts as repeated from its second occurrence on; both occurrences' words are marked, so a
+    greedy loop shows as a block of highlighted text. Words are whitespace-split; the text is HTML-escaped.
+    """
+    words = text.split()
+    first_seen: dict[tuple[str, ...], int] = {}
+    marked = [False] * len(words)
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        if gram in first_seen:
+            for j in (*range(first_seen[gram], first_seen[gram] + n), *range(i, i + n)):
+                marked[j] = True
+        else:
+            first_seen[gram] = i
+    return " ".join(
+        f"<mark>{html.escape(w)}</mark>" if m else html.escape(w) for w, m in zip(words, marked, strict=True)
+    )
+
+
+def svg_bar_chart(
+    groups: dict[str, dict[str, float]], *, title: str, width: int = 520, height: int = 200
+) -> str:
+    """Grouped bars without a plotting dependency: ``groups[series][category] = value`` (e.g. shares per rank bin)."""
+    series = list(groups)
+    categories = list(next(iter(groups.values()), {}))
+    if not categories:
+        return ""
+    top = max(max(values.values(), default=0) for values in groups.values()) or 1.0
+    pad, colours = 36, ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+    slot = (width - 2 * pad) / len(categories)
+    bar = slot * 0.8 / len(series)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="10">',
+        f'<text x="{width / 2}" y="14" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
+        f'<text x="{pad - 4}" y="{pad + 3}" text-anchor="end">{top:.2g}</text>',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>',
+    ]
+    for c, category in enumerate(categories):
+        x0 = pad + c * slot + slot * 0.1
+        parts.append(
+            f'<text x="{x0 + slot * 0.4:.1f}" y="{height - pad + 12}" text-anchor="middle">{html.escape(category)}</text>'
+        )
+        for k, name in enumerate(series):
+            value = groups[name].get(category, 0.0)
+            h = value / top * (height - 2 * pad)
+            parts.append(
+                f'<rect x="{x0 + k * bar:.1f}" y="{height - pad - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
+                f'fill="{colours[k % len(colours)]}"><title>{html.escape(name)} {html.escape(category)}: {value:.3f}</title></rect>'
+            )
+    for k, name in enumerate(series):
+        parts.append(
+            f'<rect x="{width - pad - 90}" y="{22 + 12 * k}" width="8" height="8" fill="{colours[k % len(colours)]}"/>'
+            f'<text x="{width - pad - 78}" y="{30 + 12 * k}">{html.escape(name)}</text>'
+        )
+    return "".join(parts) + "</svg>"
+
+
+def rank_chart(summary: dict) -> str:
+    """Reference-token rank distribution, original vs hyperfitted (shares of held-out positions per rank bin)."""
+    sharp = summary.get("sharpness")
+    if not sharp or "rank_histogram" not in sharp.get("before", {}):
+        return ""
+    groups = {
+        label: {
+            band: count / sharp[side]["n_positions"] for band, count in sharp[side]["rank_histogram"].items()
+        }
+        for label, side in (("original", "before"), ("hyperfitted", "after"))
+    }
+    return svg_bar_chart(groups, title="rank of the reference token (share of held-out positions)")
+
+
 def _samples(run_dir: Path, summary: dict, count: int = 3) -> list[dict]:
     before = read_jsonl(run_dir / f"generations/epoch_{summary['before']['epoch']:03d}.jsonl")
     after = read_jsonl(run_dir / f"generations/epoch_{summary['after']['epoch']:03d}.jsonl")
@@ -330,7 +403,8 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
     )
     sample_html = "".join(
         f"<h3>Prompt {i}</h3><p class=prompt>{esc(s['prompt'])}</p><div class=cols>"
-        f"<div><h4>before</h4><p>{esc(s['before'])}</p></div><div><h4>after</h4><p>{esc(s['after'])}</p></div>"
+        f"<div><h4>before</h4><p>{highlight_repeats(s['before'])}</p></div>"
+        f"<div><h4>after</h4><p>{highlight_repeats(s['after'])}</p></div>"
         f"<div><h4>human reference</h4><p>{esc(s['reference'])}</p></div></div>"
         for i, s in enumerate(samples, 1)
     )
@@ -347,7 +421,8 @@ td:first-child{{text-align:left}}.cols{{display:grid;grid-template-columns:1fr 1
 <th>entropy</th><th>top-1</th></tr>{per_eval}</table>
 {"<h2>Decoding strategies (same prompts)</h2>" + _html_table(dec_header, dec_rows) if dec_rows else ""}
 {"<h2>Sharpness and reference-token ranks</h2>" + _html_table(sharp_header, sharp_rows) if sharp_rows else ""}
-{"<h2>Greedy continuations of held-out prompts</h2>" if samples else ""}{sample_html}</body></html>
+{rank_chart(summary)}
+{"<h2>Greedy continuations of held-out prompts</h2><p>Words in a repeated 4-word sequence are marked.</p>" if samples else ""}{sample_html}</body></html>
 """
     out = run_dir / "report.html"
     write_text_atomic(out, page)
