@@ -96,3 +96,13 @@ def test_generation_metrics_on_a_loop_and_a_copy():
         and loop_m["copy_gt10_share"] == 0.0
     )
     assert var_m["ttr"] == 1.0 and var_m["rep_2"] == 0.0 and var_m["copy_gt10_share"] == 1.0
+
+
+def test_binned_shares_cover_every_value_once():
+    from hyperfit.common.compare import ENTROPY_BINS, TOP1_BINS, binned_shares
+
+    values = torch.tensor([0.0, 0.49, 0.5, 1.2, 2.9, 3.99, 4.0, 100.0])
+    shares = binned_shares(values, ENTROPY_BINS)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["0–0.5"] == pytest.approx(2 / 8) and shares["≥6"] == pytest.approx(1 / 8)
+    assert sum(binned_shares(torch.rand(100), TOP1_BINS).values()) == pytest.approx(1.0)

@@ -81,6 +81,9 @@ def test_cli_runs_end_to_end_and_writes_a_self_describing_run(tiny_model_dir, ne
     assert summary["decoding"]["original"]["greedy"]["ttr"] == pytest.approx(summary["before"]["ttr"])
     assert summary["decoding"]["hyperfitted"]["greedy"]["ttr"] == pytest.approx(summary["after"]["ttr"])
     assert 0 <= summary["sharpness"]["top1_agreement"] <= 1
+    assert sum(summary["sharpness"]["entropy_histogram"]["after"].values()) == pytest.approx(1.0)
+    assert sum(summary["decoding"]["hyperfitted"]["greedy"]["copy_histogram"].values()) == 4  # one per prompt
+    assert (out / "report.html").read_text().count("<svg") >= 4 + 4  # 4 curves, ranks, entropy, top-1, copies
     assert (out / "generations/decoding/original_top_p.jsonl").exists()
     assert "Decoding strategies" in (out / "report.html").read_text()
     config = read_json(out / "config.json")

@@ -126,6 +126,7 @@ def generation_metrics(
             copy_mean_longest=copies["mean_longest_span"],
             copy_max_longest=copies["max_longest_span"],
             copied_5gram_share=copies["copied_5gram_share"],
+            copy_histogram={str(k): v for k, v in copies["histogram"].items()},
         )
     return metrics
 
@@ -193,9 +194,36 @@ def collect_token_stats(
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
+ENTROPY_BINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+TOP1_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
+
+
+def binned_shares(values: torch.Tensor, edges: Sequence[float]) -> dict[str, float]:
+    """Share of ``values`` in each bin [edges[i], edges[i + 1]), the last bin open-ended; keys name the bins."""
+    values = values.float()
+    shares = {}
+    for i, low in enumerate(edges):
+        high = edges[i + 1] if i + 1 < len(edges) else None
+        inside = values >= low if high is None else (values >= low) & (values < high)
+        shares[f"{low:g}–{high:g}" if high is not None else f"≥{low:g}"] = float(inside.float().mean())
+    return shares
+
+
 def compare_sharpness(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict:
-    """How sharpness and the reference token's rank move from one model to another, on the same positions."""
+    """How sharpness and the reference token's rank move from one model to another, on the same positions.
+
+    Besides the two summaries, the rank shift and top-1 agreement: the distributions of per-position entropy
+    (nats) and top-1 probability, as shares per bin (paper Fig. 4's sharpening, as histograms).
+    """
     return {
+        "entropy_histogram": {
+            "before": binned_shares(before["entropy"], ENTROPY_BINS),
+            "after": binned_shares(after["entropy"], ENTROPY_BINS),
+        },
+        "top1_histogram": {
+            "before": binned_shares(before["top1_prob"], TOP1_BINS),
+            "after": binned_shares(after["top1_prob"], TOP1_BINS),
+        },
         "before": analysis.sharpness_from_stats(before),
         "after": analysis.sharpness_from_stats(after),
         "rank_shift": analysis.rank_shift(before["target_rank"], after["target_rank"]),

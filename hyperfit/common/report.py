@@ -188,6 +188,48 @@ def rank_chart(summary: dict) -> str:
     return svg_bar_chart(groups, title="rank of the reference token (share of held-out positions)")
 
 
+def sharpness_charts(summary: dict) -> str:
+    """Entropy and top-1 histograms (original vs hyperfitted) and the copied-span histogram of greedy decoding."""
+    charts = []
+    sharp = summary.get("sharpness", {})
+    for key, title in (
+        ("entropy_histogram", "next-token entropy, nats (share of held-out positions)"),
+        ("top1_histogram", "top-1 probability (share of held-out positions)"),
+    ):
+        if key in sharp:
+            charts.append(
+                svg_bar_chart(
+                    {"original": sharp[key]["before"], "hyperfitted": sharp[key]["after"]}, title=title
+                )
+            )
+    decoding = summary.get("decoding", {})
+    spans = {
+        name: decoding[name]["greedy"]["copy_histogram"]
+        for name in ("original", "hyperfitted")
+        if "copy_histogram" in decoding.get(name, {}).get("greedy", {})
+    }
+    if spans:
+        bands = (
+            ("0–4", 0, 4),
+            ("5–7", 5, 7),
+            ("8–10", 8, 10),
+            ("11–15", 11, 15),
+            ("16–31", 16, 31),
+            ("≥32", 32, 10**9),
+        )
+        groups = {}
+        for name, histogram in spans.items():
+            total = sum(histogram.values()) or 1
+            groups[name] = {
+                label: sum(c for k, c in histogram.items() if lo <= int(k) <= hi) / total
+                for label, lo, hi in bands
+            }
+        charts.append(
+            svg_bar_chart(groups, title="longest span copied from the training data, greedy (paper Fig. 3)")
+        )
+    return "".join(charts)
+
+
 def _samples(run_dir: Path, summary: dict, count: int = 3) -> list[dict]:
     before = read_jsonl(run_dir / f"generations/epoch_{summary['before']['epoch']:03d}.jsonl")
     after = read_jsonl(run_dir / f"generations/epoch_{summary['after']['epoch']:03d}.jsonl")
@@ -421,7 +463,7 @@ td:first-child{{text-align:left}}.cols{{display:grid;grid-template-columns:1fr 1
 <th>entropy</th><th>top-1</th></tr>{per_eval}</table>
 {"<h2>Decoding strategies (same prompts)</h2>" + _html_table(dec_header, dec_rows) if dec_rows else ""}
 {"<h2>Sharpness and reference-token ranks</h2>" + _html_table(sharp_header, sharp_rows) if sharp_rows else ""}
-{rank_chart(summary)}
+{rank_chart(summary)}{sharpness_charts(summary)}
 {"<h2>Greedy continuations of held-out prompts</h2><p>Words in a repeated 4-word sequence are marked.</p>" if samples else ""}{sample_html}</body></html>
 """
     out = run_dir / "report.html"
