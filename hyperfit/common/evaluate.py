@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from hyperfit.common.analysis import ttr
+from hyperfit.common.analysis import loop_share, rep_n, ttr
 from hyperfit.common.decode import LogitsProcessor, decode
 
 
@@ -72,7 +72,8 @@ def generation_stats(
     Returns (metrics, generated id lists). ``ttr``: mean over prompts of the type-token ratio of the last
     ``ttr_window`` generated ids (prompt excluded; a row cut short by its end-of-sequence id counts only its real
     tokens, never padding). ``gen_entropy`` / ``gen_top1_prob``: raw next-token entropy (nats) and top-1 mass at
-    the generated positions. ``gen_length``: mean number of generated tokens.
+    the generated positions. ``gen_length``: mean number of generated tokens. ``rep_4``: SimCTG's corpus rep-4
+    of the continuations; ``loop_share``: share of continuations that end in a back-to-back repeated phrase.
     """
     device = next(model.parameters()).device
     sequences: list[list[int]] = []
@@ -96,4 +97,6 @@ def generation_stats(
         "gen_entropy": ent_sum / max(steps, 1),
         "gen_top1_prob": top1_sum / max(steps, 1),
         "gen_length": sum(len(s) for s in sequences) / len(sequences),
+        "rep_4": rep_n(sequences, n=4),
+        "loop_share": loop_share(sequences),
     }, sequences

@@ -24,6 +24,8 @@ ROWS = (
     ("gen_entropy", "entropy at generated positions (nats)", "{:.3f}"),
     ("gen_top1_prob", "top-1 probability at generated positions", "{:.3f}"),
     ("gen_length", "generated tokens per prompt", "{:.1f}"),
+    ("rep_4", "rep-4 of the greedy continuations (SimCTG)", "{:.3f}"),
+    ("loop_share", "continuations ending in a repeated phrase", "{:.3f}"),
     # Image completions (recipes/fit_image.py); a text summary has none of these keys, so they never show there.
     ("stripe_score", "completed rows equal to the row above", "{:.3f}"),
     ("longest_run", "longest single-token run in a completion", "{:.1f}"),
@@ -41,6 +43,7 @@ CROSS_MODAL_ROWS = (
     ("perplexity", "held-out perplexity", "{:.1f}"),
     ("gen_entropy", "entropy at generated positions (nats)", "{:.3f}"),
     ("rep_4", "rep-4 of the generations", "{:.3f}"),
+    ("loop_share", "generations ending in a repeated phrase", "{:.3f}"),
     ("stripe_score", "image rows equal to the row above", "{:.3f}"),
 )
 

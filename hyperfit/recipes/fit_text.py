@@ -256,6 +256,8 @@ HEADLINE = (
     "gen_top1_prob",
     "gen_length",
     "seq_perplexity",
+    "rep_4",
+    "loop_share",
 )
 
 
