@@ -98,3 +98,47 @@ def news_file(tmp_path):
     path = tmp_path / "news.txt"
     path.write_text("\n".join(corpus_lines()[:80]) + "\n", encoding="utf-8")
     return path
+
+
+def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3):
+    """Run ``accelerate launch`` with two gloo CPU processes on a free port.
+
+    `--cpu --num_processes 2` silently starts ONE process on a machine without CUDA; `--multi_gpu` with
+    ACCELERATE_USE_CPU=1 starts two (callers assert the world size). A port taken between choosing it and binding
+    it is retried with another port (``clean`` is removed first); any other failure is returned as it is.
+    """
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    env = {**os.environ, "PYTHONPATH": str(cwd), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    for _ in range(attempts):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [
+            launcher,
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "--main_process_port",
+            str(port),
+            *args,
+        ]
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode == 0 or "address already in use" not in done.stderr.lower():
+            return done
+        if clean is not None:
+            shutil.rmtree(clean, ignore_errors=True)
+    return done

@@ -5,10 +5,7 @@ the run directory, two processes under `accelerate launch`, and one clear senten
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -45,6 +42,7 @@ from hyperfit.image.model import (
     sos_id,
 )
 from hyperfit.image.tokenizers import PaletteTokenizer
+from tests.conftest import launch_two_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -295,15 +293,11 @@ def test_a_vqvae_prior_end_to_end(tmp_path) -> None:
     not (Path(sys.executable).parent / "accelerate").exists(), reason="accelerate not installed"
 )
 def test_two_processes_under_accelerate_launch(prior, tmp_path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    launcher = str(Path(sys.executable).parent / "accelerate")
-    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
-    cmd += ["scripts/fit_image.py", "--prior", str(prior), "--out", str(tmp_path / "two"), *FIT]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = launch_two_processes(
+        ["scripts/fit_image.py", "--prior", str(prior), "--out", str(tmp_path / "two"), *FIT],
+        cwd=ROOT,
+        clean=tmp_path / "two",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     two = read_json(tmp_path / "two/summary.json")
     assert (
