@@ -209,3 +209,28 @@ def config_dict(*configs: Any) -> dict[str, Any]:
     for cfg in configs:
         merged.update(dataclasses.asdict(cfg))
     return merged
+
+
+def run_recipe(
+    main: Any,
+    dataclass_types: tuple[type, ...],
+    argv: list[str] | None = None,
+    *,
+    prog: str,
+    presets: dict[str, dict[str, Any]] | None = None,
+    default_preset: str | None = None,
+) -> int:
+    """A recipe's command line: parse, run ``main(configs)``, and turn a HyperfitError into one ``error:`` line.
+
+    ``default_preset`` is applied when the arguments name no ``--preset`` (a later one still wins). Returns the
+    process exit status: 0, or 2 for bad input.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if default_preset and not any(a == "--preset" or a.startswith("--preset=") for a in argv):
+        argv = ["--preset", default_preset, *argv]
+    try:
+        main(parse_config(dataclass_types, argv, presets=presets, prog=prog))
+    except HyperfitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

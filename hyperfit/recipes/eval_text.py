@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from hyperfit.common.compare import collect_token_stats, compare_sharpness, decoding_table
-from hyperfit.common.config import EvalConfig, RunConfig, parse_config
+from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, write_json
 from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm, word_start_ids
@@ -217,12 +217,7 @@ def main(configs: tuple) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main(parse_config((EvalTextConfig, EvalConfig, RunConfig), argv, prog="hyperfit eval"))
-    except HyperfitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_recipe(main, (EvalTextConfig, EvalConfig, RunConfig), argv, prog="hyperfit eval")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from accelerate.utils import set_seed
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from hyperfit.common.blocker import CitationBlocker
-from hyperfit.common.config import RunConfig, TrainConfig, config_dict, parse_config
+from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, write_json
@@ -501,15 +501,9 @@ def _one_line(summary: dict) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--preset" not in argv:
-        argv = ["--preset", DEFAULT_PRESET, *argv]
-    try:
-        main(parse_config(CONFIGS, argv, presets=PRESETS, prog="hyperfit fit-image"))
-    except HyperfitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_recipe(
+        main, CONFIGS, argv, presets=PRESETS, default_preset=DEFAULT_PRESET, prog="hyperfit fit-image"
+    )
 
 
 if __name__ == "__main__":

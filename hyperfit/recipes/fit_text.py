@@ -15,7 +15,7 @@ import torch
 from accelerate.utils import set_seed
 
 from hyperfit.common.compare import collect_token_stats, compare_sharpness, decoding_table
-from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, parse_config
+from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import generation_stats, teacher_forced_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, write_json
@@ -283,12 +283,7 @@ def _json_line(record: dict) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    try:
-        main(parse_config(CONFIGS, argv, presets=PRESETS, prog="hyperfit fit-text"))
-    except HyperfitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_recipe(main, CONFIGS, argv, presets=PRESETS, prog="hyperfit fit-text")
 
 
 if __name__ == "__main__":

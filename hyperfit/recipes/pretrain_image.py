@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from accelerate.utils import set_seed
 
-from hyperfit.common.config import RunConfig, TrainConfig, config_dict, parse_config
+from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
 from hyperfit.common.train import build_accelerator, train
@@ -282,15 +282,9 @@ def main(configs: tuple) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--preset" not in argv:
-        argv = ["--preset", DEFAULT_PRESET, *argv]
-    try:
-        main(parse_config(CONFIGS, argv, presets=PRESETS, prog="hyperfit pretrain-image"))
-    except HyperfitError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_recipe(
+        main, CONFIGS, argv, presets=PRESETS, default_preset=DEFAULT_PRESET, prog="hyperfit pretrain-image"
+    )
 
 
 if __name__ == "__main__":
