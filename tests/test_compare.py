@@ -9,7 +9,6 @@ import torch
 
 from hyperfit.common.compare import (
     STRATEGIES,
-    collect_token_stats,
     compare_sharpness,
     entropy_at_temperatures,
     generation_metrics,
@@ -17,6 +16,7 @@ from hyperfit.common.compare import (
     run_strategy,
 )
 from hyperfit.common.decode import greedy_decode
+from hyperfit.common.evaluate import collect_token_stats
 from tests.conftest import make_tiny_llama
 
 VOCAB = 61

@@ -179,21 +179,6 @@ def run_strategy(
     return sequences, facts
 
 
-@torch.no_grad()
-def collect_token_stats(
-    model: torch.nn.Module, blocks: torch.Tensor, *, batch_size: int = 8
-) -> dict[str, torch.Tensor]:
-    """Per-position statistics on ``blocks[n, t]`` (targets = next tokens), flattened over blocks."""
-    device = next(model.parameters()).device
-    parts: list[dict[str, torch.Tensor]] = []
-    for start in range(0, blocks.size(0), batch_size):
-        ids = blocks[start : start + batch_size].to(device)
-        logits = model(input_ids=ids).logits[:, :-1]
-        stats = analysis.token_stats(logits, ids[:, 1:])
-        parts.append({k: v.reshape(-1).cpu() for k, v in stats.items()})
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
 ENTROPY_BINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 TOP1_BINS = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
 

@@ -12,8 +12,24 @@ from collections.abc import Sequence
 
 import torch
 
-from hyperfit.common.analysis import loop_share, rep_n, ttr
+from hyperfit.common.analysis import loop_share, rep_n, token_stats, ttr
 from hyperfit.common.decode import LogitsProcessor, decode
+
+
+@torch.no_grad()
+def collect_token_stats(
+    model: torch.nn.Module, blocks: torch.Tensor, *, batch_size: int = 8
+) -> dict[str, torch.Tensor]:
+    """Per-position :func:`analysis.token_stats` of ``model`` on ``blocks[n, t]`` (targets = the next tokens),
+    flattened over blocks in block order: every tensor has n × (t - 1) entries, on the CPU."""
+    device = next(model.parameters()).device
+    parts: list[dict[str, torch.Tensor]] = []
+    for start in range(0, blocks.size(0), batch_size):
+        ids = blocks[start : start + batch_size].to(device)
+        logits = model(input_ids=ids).logits[:, :-1]
+        stats = token_stats(logits, ids[:, 1:])
+        parts.append({k: v.reshape(-1).cpu() for k, v in stats.items()})
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 @torch.no_grad()
@@ -27,32 +43,17 @@ def teacher_forced_stats(
     ``entropy``: mean entropy (nats) of the predicted distribution; ``top1_prob``: mean largest probability;
     ``target_top1``: share of positions whose argmax is the reference token.
     """
-    device = next(model.parameters()).device
-    nll_sum = ent_sum = top1_sum = hits = 0.0
-    count = 0
-    seq_ppl = []
-    for start in range(0, blocks.size(0), batch_size):
-        ids = blocks[start : start + batch_size].to(device)
-        logits = model(input_ids=ids).logits[:, :-1].float()
-        targets = ids[:, 1:]
-        logprobs = torch.log_softmax(logits, dim=-1)
-        nll = -logprobs.gather(-1, targets[..., None]).squeeze(-1)
-        probs = logprobs.exp()
-        nll_sum += nll.sum().item()
-        ent_sum += -(probs * logprobs).sum(-1).sum().item()
-        top1_sum += probs.max(-1).values.sum().item()
-        hits += (logits.argmax(-1) == targets).sum().item()
-        count += targets.numel()
-        seq_ppl.extend(nll.mean(-1).exp().tolist())
-    loss = nll_sum / count
+    stats = collect_token_stats(model, blocks, batch_size=batch_size)
+    nll = stats["nll"].double()
+    loss = float(nll.mean())
     return {
         "loss": loss,
         "perplexity": math.exp(loss),
-        "seq_perplexity": sum(seq_ppl) / len(seq_ppl),
-        "entropy": ent_sum / count,
-        "top1_prob": top1_sum / count,
-        "target_top1": hits / count,
-        "eval_tokens": count,
+        "seq_perplexity": float(nll.view(blocks.size(0), -1).mean(-1).exp().mean()),
+        "entropy": float(stats["entropy"].double().mean()),
+        "top1_prob": float(stats["top1_prob"].double().mean()),
+        "target_top1": float((stats["argmax"] == blocks[:, 1:].reshape(-1)).double().mean()),
+        "eval_tokens": nll.numel(),
     }
 
 

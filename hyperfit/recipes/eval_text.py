@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from hyperfit.common.compare import collect_token_stats, compare_sharpness, decoding_table
+from hyperfit.common.compare import compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
+from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, write_json
 from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm, word_start_ids

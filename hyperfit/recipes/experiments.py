@@ -37,9 +37,8 @@ import torch
 from accelerate import Accelerator
 
 from hyperfit.common.analysis import top1_agreement_ids
-from hyperfit.common.compare import collect_token_stats
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, parse_config
-from hyperfit.common.evaluate import generation_stats, teacher_forced_stats
+from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, write_json, write_text_atomic
 from hyperfit.common.train import build_accelerator, epoch_order
 from hyperfit.recipes import fit_text

@@ -14,9 +14,9 @@ import time
 import torch
 from accelerate.utils import set_seed
 
-from hyperfit.common.compare import collect_token_stats, compare_sharpness, decoding_table
+from hyperfit.common.compare import compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
-from hyperfit.common.evaluate import generation_stats, teacher_forced_stats
+from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, write_json
 from hyperfit.common.train import build_accelerator, train
