@@ -34,7 +34,7 @@ class Decoded:
         return [row[: int(n)].tolist() for row, n in zip(self.new_ids, self.lengths, strict=True)]
 
 
-def _cache_kwargs(model: torch.nn.Module, out) -> dict:
+def _cache_kwargs(out) -> dict:
     """Feed the KV cache back: transformers ≥ 5.2x calls it ``cache``, earlier releases ``past_key_values``."""
     if getattr(out, "cache", None) is not None:
         return {"cache": out.cache}
@@ -96,7 +96,7 @@ def decode(
         ids = torch.cat([ids, next_ids[:, None]], dim=1)
         if bool(finished.all()):
             break
-        out = model(input_ids=next_ids[:, None], use_cache=True, **_cache_kwargs(model, out))
+        out = model(input_ids=next_ids[:, None], use_cache=True, **_cache_kwargs(out))
     new_ids = ids[:, prompt_ids.size(1) :]
     return Decoded(
         new_ids=new_ids, lengths=lengths, entropy=torch.stack(entropies, 1), top1_prob=torch.stack(top1s, 1)

@@ -128,6 +128,14 @@ class Run:
         if self.writer:
             write_text_atomic(self.path / name, text)
 
+    def write_jsonl(self, name: str, records: list[dict]) -> None:
+        """Write ``records`` as one JSON object a line (UTF-8 text kept readable), atomically."""
+        if self.writer:
+            write_text_atomic(
+                self.path / name,
+                "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in records),
+            )
+
     def log(self, record: dict) -> None:
         """Append one JSON object as a line of ``metrics.jsonl`` (flushed at once)."""
         if not self.writer:

@@ -191,10 +191,7 @@ def main(configs: tuple) -> dict:
             {"index": i, "prompt": p, "continuation": t, "reference": r, "ids": s}
             for i, (p, t, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
         ]
-        run.write_text(
-            f"generations/decoding/{model_name}_{strategy}.jsonl",
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records),
-        )
+        run.write_jsonl(f"generations/decoding/{model_name}_{strategy}.jsonl", records)
     summary = {
         "modality": "text",
         "kind": "eval",

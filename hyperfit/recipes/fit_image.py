@@ -10,7 +10,6 @@ first 25 % of tokens (the paper's setting).
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -464,9 +463,7 @@ def _save_grid(path: Path, columns: dict, tokenizer, n_context: int, scale: int)
 
 
 def _write_codes(run: Run, name: str, codes: torch.Tensor) -> None:
-    run.write_text(
-        name, "".join(json.dumps({"index": i, "codes": row}) + "\n" for i, row in enumerate(codes.tolist()))
-    )
+    run.write_jsonl(name, [{"index": i, "codes": row} for i, row in enumerate(codes.tolist())])
 
 
 def _read_codes(run: Run, name: str) -> torch.Tensor:

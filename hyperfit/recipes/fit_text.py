@@ -7,7 +7,6 @@ during and after) → save → summary and report. ``accelerate launch scripts/f
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
 
@@ -138,7 +137,7 @@ def main(configs: tuple) -> dict:
             {"index": i, "prompt": p, "continuation": c, "reference": r, "ids": s}
             for i, (p, c, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
         ]
-        run.write_text(f"generations/epoch_{epoch:03d}.jsonl", "".join(_json_line(r) for r in records))
+        run.write_jsonl(f"generations/epoch_{epoch:03d}.jsonl", records)
         accelerator.print(
             f"epoch {epoch}: TTR {gen_metrics['ttr']:.3f}, held-out loss {held_out['loss']:.3f}, "
             f"entropy {held_out['entropy']:.3f}, top-1 {held_out['top1_prob']:.3f}"
@@ -235,12 +234,12 @@ def compare_original(
         )
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
-        run.write_text(
+        run.write_jsonl(
             f"generations/decoding/{model_name}_{strategy}.jsonl",
-            "".join(
-                _json_line({"index": i, "continuation": t, "ids": s})
+            [
+                {"index": i, "continuation": t, "ids": s}
                 for i, (t, s) in enumerate(zip(texts, sequences, strict=True))
-            ),
+            ],
         )
     return {"decoding": table, "sharpness": sharpness}
 
@@ -276,10 +275,6 @@ def _one_line(summary: dict) -> str:
         f"nats, top-1 {b['top1_prob']:.3f} → {a['top1_prob']:.3f}, perplexity {b['perplexity']:.1f} → "
         f"{a['perplexity']:.1f}; {summary['wall_seconds']:.0f} s"
     )
-
-
-def _json_line(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False) + "\n"
 
 
 def cli(argv: list[str] | None = None) -> int:
