@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from hyperfit.cli import main as hyperfit
-from hyperfit.common.runs import read_json
+from hyperfit.common.compare import generation_metrics
+from hyperfit.common.runs import read_json, read_jsonl
 from tests.test_fit_text import fit
 
 
@@ -30,6 +33,10 @@ def test_eval_compares_a_run_with_its_original(tiny_model_dir, news_file, tmp_pa
             "12",
             "--precision",
             "fp32",
+            "--lengths",
+            "5,9",
+            "--samples_shown",
+            "2",
         ]
     )
     assert code == 0, capsys.readouterr().err
@@ -46,7 +53,37 @@ def test_eval_compares_a_run_with_its_original(tiny_model_dir, news_file, tmp_pa
     assert summary["decoding"]["hyperfitted"]["greedy"]["ttr"] == fit_summary["after"]["ttr"]
     assert summary["sharpness"]["after"]["entropy"] < summary["sharpness"]["before"]["entropy"] + 1.0
     assert (out / "generations/decoding/hyperfitted_greedy_blocked.jsonl").exists()
-    assert "Decoding strategies" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Decoding strategies" in report
+
+    # Per-prompt samples: every model's greedy continuation of the first prompts, as the generation files hold.
+    generated = read_jsonl(out / "generations/decoding/hyperfitted_greedy.jsonl")
+    assert "### Prompt 2" in report and "### Prompt 3" not in report
+    assert f"**hyperfitted:** {generated[1]['continuation']}" in report
+    assert "**original:**" in report and "hyperfitted</h4>" in (out / "report.html").read_text()
+
+    # Shorter lengths are the metrics of the first L generated ids of the same continuations.
+    assert set(summary["decoding_by_length"]) == {"5", "9"}
+    train_seqs = torch.load(run_dir / "data.pt")["train_ids"].tolist()
+    for strategy in ("greedy", "top_p"):
+        prefixes = [
+            record["ids"][:5]
+            for record in read_jsonl(out / f"generations/decoding/original_{strategy}.jsonl")
+        ]
+        expected = generation_metrics(prefixes, train_seqs=train_seqs, ttr_window=12)
+        assert summary["decoding_by_length"]["5"]["original"][strategy] == expected
+    assert "TTR @5 | rep-4 @5 | TTR @9 | rep-4 @9 | TTR @12" in report
+
+
+def test_lengths_must_be_shorter_than_the_generation(tiny_model_dir, tmp_path, capsys):
+    base = ["eval", "--models", f"m={tiny_model_dir}", "--max_new_tokens", "16", "--out", str(tmp_path / "e")]
+    assert hyperfit([*base, "--lengths", "8,16"]) == 2
+    assert "--lengths item '16' is not a whole number between 1 and --max_new_tokens - 1 (15)" in (
+        capsys.readouterr().err
+    )
+    assert hyperfit([*base, "--lengths", "eight"]) == 2
+    assert "--lengths item 'eight'" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_prompt_file_problems_are_one_sentence(tiny_model_dir, tmp_path, capsys):

@@ -234,16 +234,36 @@ def sharpness_charts(summary: dict) -> str:
 
 
 def _samples(run_dir: Path, summary: dict, count: int = 3) -> list[dict]:
-    before = read_jsonl(run_dir / f"generations/epoch_{summary['before']['epoch']:03d}.jsonl")
-    after = read_jsonl(run_dir / f"generations/epoch_{summary['after']['epoch']:03d}.jsonl")
+    """The first ``count`` prompts side by side: ``{"prompt", "reference", "columns": [(label, continuation)]}``.
+
+    A fit run shows its first and last evaluation (before/after); an eval run shows each model's greedy
+    continuations (or its first strategy when greedy was not run).
+    """
+    if summary.get("kind") == "eval":
+        files = {}
+        for model_name, strategies in summary.get("decoding", {}).items():
+            strategy = "greedy" if "greedy" in strategies else next(iter(strategies), None)
+            if strategy is not None:
+                label = model_name if strategy == "greedy" else f"{model_name} ({strategy})"
+                files[label] = run_dir / f"generations/decoding/{model_name}_{strategy}.jsonl"
+    elif "before" in summary and "after" in summary:
+        files = {
+            side: run_dir / f"generations/epoch_{summary[side]['epoch']:03d}.jsonl"
+            for side in ("before", "after")
+        }
+    else:
+        return []
+    columns = {label: read_jsonl(path)[:count] for label, path in files.items() if path.exists()}
+    if not columns:
+        return []
+    first = next(iter(columns.values()))
     return [
         {
-            "prompt": b["prompt"],
-            "before": b["continuation"],
-            "after": a["continuation"],
-            "reference": b["reference"],
+            "prompt": record["prompt"],
+            "reference": record["reference"],
+            "columns": [(label, rows[i]["continuation"]) for label, rows in columns.items() if i < len(rows)],
         }
-        for b, a in list(zip(before, after, strict=False))[:count]
+        for i, record in enumerate(first)
     ]
 
 
@@ -290,6 +310,24 @@ def decoding_rows(summary: dict) -> list[list[str]]:
                 )
             rows.append(cells)
     return rows
+
+
+def length_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """TTR and rep-4 of each model × decoding at each scored length (``hyperfit eval --lengths``), longest last."""
+    by_length = dict(summary.get("decoding_by_length") or {})
+    if not by_length:
+        return [], []
+    by_length[str(summary.get("max_new_tokens", "all"))] = summary.get("decoding", {})
+    header = ["model", "decoding"] + [f"{key} @{length}" for length in by_length for key in ("TTR", "rep-4")]
+    rows = []
+    for model_name, strategies in summary.get("decoding", {}).items():
+        for strategy in strategies:
+            cells = [model_name, strategy]
+            for table in by_length.values():
+                metrics = table.get(model_name, {}).get(strategy, {})
+                cells += [_fmt(metrics.get("ttr"), "{:.3f}"), _fmt(metrics.get("rep_4"), "{:.3f}")]
+            rows.append(cells)
+    return header, rows
 
 
 def sharpness_rows(summary: dict) -> list[list[str]]:
@@ -353,8 +391,8 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
     rows = before_after_rows(summary)
     # Text runs show continuations; image runs show their grid PNG instead (summary["grid"], relative path).
     samples = (
-        _samples(run_dir, summary)
-        if "before" in summary and "after" in summary and summary.get("modality", "text") == "text"
+        _samples(run_dir, summary, summary.get("samples_shown", 3))
+        if summary.get("modality", "text") == "text"
         else []
     )
     grid = summary.get("grid")
@@ -406,6 +444,14 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
     sharp_rows = sharpness_rows(summary)
     if dec_rows:
         md += ["", "## Decoding strategies (same prompts)", "", *_md_table(dec_header, dec_rows)]
+    length_header, length_rows = length_table(summary)
+    if length_rows:
+        md += [
+            "",
+            "## By generated length (first L tokens of each continuation)",
+            "",
+            *_md_table(length_header, length_rows),
+        ]
     if sharp_rows:
         md += ["", "## Sharpness and reference-token ranks", "", *_md_table(sharp_header, sharp_rows)]
     md += ["", "## Greedy continuations of held-out prompts", ""] if samples else []
@@ -415,10 +461,7 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
             "",
             f"> {s['prompt']}",
             "",
-            "**Before:** " + s["before"],
-            "",
-            "**After:** " + s["after"],
-            "",
+            *[line for label, text in s["columns"] for line in (f"**{label}:** {text}", "")],
             "**Human reference:** " + s["reference"],
             "",
         ]
@@ -448,15 +491,17 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
     )
     sample_html = "".join(
         f"<h3>Prompt {i}</h3><p class=prompt>{esc(s['prompt'])}</p><div class=cols>"
-        f"<div><h4>before</h4><p>{highlight_repeats(s['before'])}</p></div>"
-        f"<div><h4>after</h4><p>{highlight_repeats(s['after'])}</p></div>"
-        f"<div><h4>human reference</h4><p>{esc(s['reference'])}</p></div></div>"
+        + "".join(
+            f"<div><h4>{esc(label)}</h4><p>{highlight_repeats(text)}</p></div>"
+            for label, text in s["columns"]
+        )
+        + f"<div><h4>human reference</h4><p>{esc(s['reference'])}</p></div></div>"
         for i, s in enumerate(samples, 1)
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(title)}</title><style>
 body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}
-td:first-child{{text-align:left}}.cols{{display:grid;grid-template-columns:1fr 1fr 1fr;gap:1em}}
+td:first-child{{text-align:left}}.cols{{display:grid;grid-auto-flow:column;grid-auto-columns:1fr;gap:1em}}
 .prompt{{background:#f3f3f3;padding:.5em}}</style></head><body>
 <h1>{esc(title)}</h1><p>{esc(facts)}</p>
 <table><tr><th>metric</th><th>before</th><th>after</th><th>change</th></tr>{table}</table>
@@ -465,6 +510,7 @@ td:first-child{{text-align:left}}.cols{{display:grid;grid-template-columns:1fr 1
 <h2>Per evaluation</h2><table><tr><th>epoch</th><th>train loss</th><th>held-out loss</th><th>TTR</th>
 <th>entropy</th><th>top-1</th></tr>{per_eval}</table>
 {"<h2>Decoding strategies (same prompts)</h2>" + _html_table(dec_header, dec_rows) if dec_rows else ""}
+{"<h2>By generated length (first L tokens of each continuation)</h2>" + _html_table(length_header, length_rows) if length_rows else ""}
 {"<h2>Sharpness and reference-token ranks</h2>" + _html_table(sharp_header, sharp_rows) if sharp_rows else ""}
 {rank_chart(summary)}{sharpness_charts(summary)}
 {"<h2>Greedy continuations of held-out prompts</h2><p>Words in a repeated 4-word sequence are marked.</p>" if samples else ""}{sample_html}</body></html>

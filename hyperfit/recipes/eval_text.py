@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hyperfit.common.compare import compare_sharpness, decoding_table
+from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report
@@ -37,6 +37,13 @@ class EvalTextConfig:
     train_from: str | None = field(
         default=None,
         metadata={"help": "Run directory whose training ids feed the blocker and copy analysis."},
+    )
+    lengths: str = field(
+        default="",
+        metadata={
+            "help": "Also score the first L generated tokens of every continuation, for each L in this comma list "
+            "(each < max_new_tokens; e.g. 96,128 with --max_new_tokens 256, the paper's three lengths)."
+        },
     )
     eval_seed: int = field(default=0, metadata={"help": "Seed of the sampling strategies."})
     precision: str = field(default="bf16", metadata={"help": "bf16 (autocast) or fp32 evaluation."})
@@ -100,10 +107,40 @@ def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torc
     return torch.tensor(prompts), references, skipped
 
 
+def parse_lengths(text: str, *, max_new_tokens: int) -> list[int]:
+    """The extra scoring lengths of ``--lengths``, each a positive integer below ``max_new_tokens``."""
+    lengths = []
+    for item in [t.strip() for t in text.split(",") if t.strip()]:
+        if not item.isdigit() or not 0 < int(item) < max_new_tokens:
+            raise HyperfitError(
+                f"--lengths item {item!r} is not a whole number between 1 and --max_new_tokens - 1 "
+                f"({max_new_tokens - 1}); raise --max_new_tokens or drop it."
+            )
+        lengths.append(int(item))
+    return sorted(set(lengths))
+
+
+def score_prefixes(
+    generations: dict[tuple[str, str], list[list[int]]], lengths: list[int], *, train_ids, ttr_window: int
+) -> dict[str, dict[str, dict[str, dict]]]:
+    """``{L: {model: {strategy: metrics}}}`` of the first L generated tokens (a prefix of a longer greedy or
+    sampled continuation is the continuation that length would have produced)."""
+    train_seqs = None if train_ids is None else train_ids.tolist()
+    table: dict[str, dict[str, dict[str, dict]]] = {}
+    for length in lengths:
+        by_model = table.setdefault(str(length), {})
+        for (model_name, strategy), sequences in generations.items():
+            by_model.setdefault(model_name, {})[strategy] = generation_metrics(
+                [s[:length] for s in sequences], train_seqs=train_seqs, ttr_window=ttr_window
+            )
+    return table
+
+
 def main(configs: tuple) -> dict:
     cfg, eval_cfg, run_cfg = configs
     started = time.perf_counter()
     specs = parse_models(cfg.models)
+    lengths = parse_lengths(cfg.lengths, max_new_tokens=eval_cfg.max_new_tokens)
     if cfg.prompts is not None and not Path(cfg.prompts).is_file():
         raise HyperfitError(
             f"prompts file {cfg.prompts} does not exist; pass a JSONL file of {{'text': ...}} lines."
@@ -200,7 +237,12 @@ def main(configs: tuple) -> dict:
         "n_prompts": int(prompts.size(0)),
         "prompts_skipped": skipped,
         "train_from": train_from,
+        "max_new_tokens": eval_cfg.max_new_tokens,
         "decoding": table,
+        "decoding_by_length": score_prefixes(
+            generations, lengths, train_ids=train_ids, ttr_window=eval_cfg.ttr_window
+        ),
+        "samples_shown": eval_cfg.samples_shown,
         "wall_seconds": time.perf_counter() - started,
     }
     if len(sharpness) == 1:

@@ -178,6 +178,7 @@ def main(configs: tuple) -> dict:
             "after": _headline(evals[-1]),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "epoch_losses": result["epoch_losses"],
+            "samples_shown": eval_cfg.samples_shown,
             **comparison,
             "wall_seconds": time.perf_counter() - started,
         }
