@@ -205,3 +205,43 @@ def test_cuda_scores_give_the_cpu_result():
         assert out.device.type == "cuda"
         assert torch.equal(out.cpu(), blocker_cpu(input_ids, scores))
     assert blocker_cuda.fired == blocker_cpu.fired > 0
+
+
+def test_word_finish_on_a_real_tokenizer_and_a_model_that_memorised_its_text(tiny_tokenizer):
+    """The word-start ids come from a real byte-level BPE vocabulary, and a model that recites its training text
+    is allowed to finish the word it is in, never to start a copied word (plain blocking: no copied 5-gram)."""
+    from hyperfit.common.decode import decode
+    from hyperfit.text.model import word_start_ids
+    from tests.conftest import corpus_lines, make_tiny_llama
+
+    starts = set(word_start_ids(tiny_tokenizer))
+    assert starts == {
+        i for i in range(len(tiny_tokenizer)) if tiny_tokenizer.decode([i]).startswith((" ", "\n"))
+    }
+    ids = tiny_tokenizer(corpus_lines()[3])["input_ids"][:48]
+    model = make_tiny_llama(len(tiny_tokenizer))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = torch.tensor([ids])
+    for _ in range(150):
+        model(batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    prompt = batch[:, :8]
+    with torch.no_grad():
+        assert decode(model, prompt, max_new_tokens=30).sequences()[0] == ids[8:38]  # it recites
+        plain = CitationBlocker([ids], n=5)
+        finish = CitationBlocker([ids], n=5, word_start_ids=sorted(starts))
+        outputs = {
+            blocker: ids[:8]
+            + decode(model, prompt, max_new_tokens=30, logits_processors=[blocker]).sequences()[0]
+            for blocker in (plain, finish)
+        }
+    train_grams = {tuple(ids[i : i + 5]) for i in range(len(ids) - 4)}
+
+    def copied_ends(seq):  # last token of every generated-reaching 5-gram that occurs in the training text
+        return [seq[i + 4] for i in range(4, len(seq) - 4) if tuple(seq[i : i + 5]) in train_grams]
+
+    assert plain.fired > 0 and copied_ends(outputs[plain]) == []
+    assert finish.fired > 0 and copied_ends(outputs[finish])  # copying went on inside words...
+    assert not starts & set(copied_ends(outputs[finish]))  # ...but no copied n-gram ends in a new word

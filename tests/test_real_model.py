@@ -44,6 +44,8 @@ def test_default_model_hyperfits_a_few_news_blocks_and_saves(tmp_path):
             "greedy,greedy_blocked",
             "--lr",
             "1e-4",
+            "--word_finish",
+            "true",
         ]
     )
     assert code == 0
@@ -56,3 +58,13 @@ def test_default_model_hyperfits_a_few_news_blocks_and_saves(tmp_path):
 
     reloaded = AutoModelForCausalLM.from_pretrained(out / "model")
     assert reloaded.config.vocab_size == 49152
+    # The blocker's word-finish variant ran on the real vocabulary: word starts are the tokens that decode with a
+    # leading space or newline.
+    from transformers import AutoTokenizer
+
+    from hyperfit.text.model import word_start_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(out / "model")
+    starts = set(word_start_ids(tokenizer))
+    assert starts == {i for i in range(len(tokenizer)) if tokenizer.decode([i]).startswith((" ", "\n"))}
+    assert "blocker_fired" in summary["decoding"]["hyperfitted"]["greedy_blocked"]
