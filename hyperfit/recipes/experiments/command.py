@@ -1,0 +1,179 @@
+"""``hyperfit experiment NAME``: the name → experiment table, the checks run before any model is loaded, the base
+model de-quantised once, ``main`` (one experiment, its summary.json and report) and ``cli``."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from hyperfit.common.config import RunConfig, config_dict, parse_config
+from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
+from hyperfit.common.train import build_accelerator
+from hyperfit.recipes.experiments.data_order import data_order
+from hyperfit.recipes.experiments.data_size import data_size, size_epochs
+from hyperfit.recipes.experiments.domain import domain, domain_sources
+from hyperfit.recipes.experiments.early_stop import early_stop
+from hyperfit.recipes.experiments.lr_epochs import lr_epochs
+from hyperfit.recipes.experiments.report import write_experiment_report
+from hyperfit.recipes.experiments.shared import CONFIGS, PRESETS, Context, Outcome, _floats, _ints
+from hyperfit.text.data import check_source
+from hyperfit.text.model import ModelConfig, load_causal_lm, resolve_model
+
+QUESTIONS = {
+    "data-size": "Paper §6.3 / Fig. 5 right: greedy TTR against the number of training blocks N with the number of "
+    "optimizer updates held fixed (fewer blocks = more epochs). Paper: TTR stays high down to 16 samples and "
+    "collapses at 8, the batch size.",
+    "data-order": "Paper §6.1 / Fig. 5 left: the same blocks in different orders; pairwise top-1 agreement of the "
+    "hyperfitted models on the held-out blocks. Paper: about 30 % of top-1 predictions differ.",
+    "domain": "Paper §6.2 / Table 4: hyperfit on each training domain, evaluate on every domain's held-out prompts. "
+    "Paper: News > Wikipedia > Fiction as training data, no in-domain advantage.",
+    "lr-epochs": "Reviewers' request (PAPER.md §10): sensitivity to the learning rate and the number of epochs.",
+    "early-stop": "Reviewers' request (PAPER.md §10): is near-zero training loss needed, or does any fine-tuning on "
+    "the same blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P.",
+}
+
+EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
+    "data-size": data_size,
+    "data-order": data_order,
+    "domain": domain,
+    "lr-epochs": lr_epochs,
+    "early-stop": early_stop,
+}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checks, the base model and main (the report is report.py)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def check(name: str, configs: tuple) -> None:
+    """Reject contradictions before any model is loaded, each with the flag to change."""
+    _, data_cfg, train_cfg, _, _, exp = configs
+    if name == "domain":
+        sources = domain_sources(exp.domains)
+        if len(sources) < 2:
+            raise HyperfitError("domain needs at least two corpora; pass e.g. --domains lee,wiki.")
+        for source in sources.values():
+            check_source(replace(data_cfg, data=source))
+    else:
+        check_source(data_cfg)
+    if name in ("data-size", "lr-epochs") and train_cfg.stop_loss is not None:
+        raise HyperfitError(f"{name} fixes the number of updates per variant; drop --stop_loss.")
+    if name == "data-size":
+        if exp.updates < 1 or not _ints(exp.sizes, "sizes"):
+            raise HyperfitError("data-size needs --sizes (e.g. 8,16,32) and --updates ≥ 1.")
+        for n in _ints(exp.sizes, "sizes"):
+            size_epochs(n, batch_size=train_cfg.batch_size, updates=exp.updates)
+    if name == "data-order":
+        if len(set(_ints(exp.seeds, "seeds"))) < 2:
+            raise HyperfitError("data-order needs at least two different seeds; pass e.g. --seeds 0,1,2.")
+        if not train_cfg.dropout_off:
+            raise HyperfitError(
+                "data-order needs --dropout_off true so that the seed changes only the data order."
+            )
+    if name == "lr-epochs":
+        if not _floats(exp.lrs, "lrs") or any(lr <= 0 for lr in _floats(exp.lrs, "lrs")):
+            raise HyperfitError("lr-epochs needs positive learning rates; pass e.g. --lrs 1e-5,4e-5.")
+        if not _ints(exp.epoch_grid, "epoch_grid") or min(_ints(exp.epoch_grid, "epoch_grid")) < 1:
+            raise HyperfitError("lr-epochs needs epoch counts ≥ 1; pass e.g. --epoch_grid 5,10,20.")
+    if name == "early-stop":
+        if train_cfg.epochs < 2:
+            raise HyperfitError("early-stop needs --epochs ≥ 2 so that an earlier stop exists.")
+        if exp.early_stop_epoch is not None and not 1 <= exp.early_stop_epoch < train_cfg.epochs:
+            raise HyperfitError(f"--early_stop_epoch must be between 1 and {train_cfg.epochs - 1}.")
+
+
+def prepare_base_model(model_cfg: ModelConfig, out: Path) -> tuple[ModelConfig, str]:
+    """(config every variant loads, description). A GGUF file is de-quantised once into ``out/base_model``
+    (float32 safetensors, the same weights) so that variants skip the ~20 s de-quantisation."""
+    _, gguf_file = resolve_model(model_cfg)
+    if gguf_file is None:
+        return model_cfg, model_cfg.model
+    target = out / "base_model"
+    if not (target / "config.json").exists():
+        model, tokenizer, description = load_causal_lm(model_cfg)
+        tmp = out / "base_model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "hyperfit_source.json", {"model": model_cfg.model, "description": description})
+        tmp.rename(target)
+    description = read_json(target / "hyperfit_source.json")["description"]
+    return ModelConfig(model=str(target)), f"{description}, de-quantised once into {target}"
+
+
+def main(name: str, configs: tuple) -> dict:
+    if name not in EXPERIMENTS:
+        raise HyperfitError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
+    started = time.perf_counter()
+    check(name, configs)
+    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg, exp = configs
+    out = Path(run_cfg.out)
+    Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume)
+    write_json(out / "experiment.json", {"experiment": name, **config_dict(*configs)})
+    base_cfg, description = prepare_base_model(model_cfg, out)
+    ctx = Context(
+        out=out,
+        model=base_cfg,
+        data=data_cfg,
+        train=train_cfg,
+        eval=eval_cfg,
+        exp=exp,
+        resume=run_cfg.resume,
+        accelerator=build_accelerator(train_cfg),
+    )
+    outcome = EXPERIMENTS[name](ctx)
+    summary = {
+        "experiment": name,
+        "question": QUESTIONS[name],
+        "model": description,
+        "data": exp.domains if name == "domain" else data_cfg.data,
+        "rows": outcome.rows,
+        **outcome.facts,
+        "notes": outcome.notes,
+        "variants": sorted(p.name for p in (out / "runs").iterdir()),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    write_experiment_report(out, summary, outcome, configs)
+    write_json(out / "summary.json", summary)  # written last: its presence marks the experiment finished
+    print(f"{name}: report {out / 'report.html'}")
+    return summary
+
+
+USAGE = """usage: hyperfit experiment NAME [fit-text options] [experiment options] --out DIR
+
+experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and one run per variant in DIR/runs/):
+  data-size   TTR vs training-set size N with the number of updates held fixed     (--sizes, --updates)
+  data-order  the same data in different orders: pairwise top-1 agreement           (--seeds, --repeat_first_seed)
+  domain      train on each domain, evaluate on every domain                        (--domains)
+  lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
+  early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
+
+--preset cpu (default) runs on 2 CPU cores in about 8-11 minutes each; --preset paper is the paper's scale.
+`hyperfit experiment NAME --help` lists every option."""
+
+
+def cli(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in EXPERIMENTS:
+        print(f"error: unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.", file=sys.stderr)
+        return 2
+    if not any(a == "--preset" or a.startswith("--preset=") for a in rest):
+        rest = ["--preset", "cpu", *rest]
+    try:
+        configs = parse_config(CONFIGS, rest, presets=PRESETS, prog=f"hyperfit experiment {name}")
+        if configs[4].out == RunConfig().out:
+            configs = (*configs[:4], replace(configs[4], out=f"runs/experiments/{name}"), configs[5])
+        main(name, configs)
+    except HyperfitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,246 @@
+"""What every experiment shares: the configs and presets, the run context, held-out evaluation, table helpers.
+
+Scale. ``--preset cpu`` (the default) is sized for 2 CPU cores from the costs in PAPER.md §13: SmolLM2-135M, Lee
+news, 32 blocks × 64 tokens, batch 8 (≈2 s per update at ≈250 training tokens/s in bf16), 16 held-out prompts,
+64 greedy tokens (≈11 s per evaluation), the GGUF file de-quantised once (≈28 s) and reloaded from safetensors
+(≈2 s) by every variant, ≈8 s to write each variant's final checkpoint. Estimated wall time per experiment:
+
+    data-size   N = 8, 16, 32 at 80 updates each          ≈ 10.5 min
+    data-order  3 orders × 80 updates + top-1 statistics  ≈ 10.5 min
+    domain      lee and wiki × 80 updates, 2 × 2 evals    ≈  8 min
+    lr-epochs   2 learning rates × 20 epochs, eval every 5 ≈  8 min
+    early-stop  20 epochs evaluated every 2 + early run    ≈  7.5 min
+
+``--preset paper`` is the paper's recipe (2,000 × 256 tokens, lr 1e-6, 20 epochs, 300 prompts × 96 tokens,
+5,000 updates for data-size); every size is also a flag (``--model``, ``--data``, ``--n_train``, ``--block_len``,
+``--sizes``, ...). Variants run one after another in one process (no ``accelerate launch``).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig
+from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
+from hyperfit.common.runs import HyperfitError, read_json, write_json
+from hyperfit.recipes import fit_text
+from hyperfit.text.data import TextDataConfig
+from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm
+
+
+@dataclass
+class ExperimentConfig:
+    """What each experiment varies; every other setting is a fit-text flag shared by all variants."""
+
+    sizes: str = field(
+        default="8,16,32",
+        metadata={"help": "data-size: training-set sizes N (comma list; each ≥ batch_size)."},
+    )
+    updates: int = field(
+        default=80, metadata={"help": "data-size: optimizer updates held fixed for every N (paper: 5,000)."}
+    )
+    seeds: str = field(
+        default="0,1,2", metadata={"help": "data-order: one seed per data order (comma list, ≥ 2 distinct)."}
+    )
+    repeat_first_seed: bool = field(
+        default=False,
+        metadata={"help": "data-order: train the first seed twice to measure run-to-run nondeterminism."},
+    )
+    domains: str = field(
+        default="lee,wiki",
+        metadata={"help": "domain: training corpora (comma list of --data values); each is also evaluated."},
+    )
+    lrs: str = field(default="1e-5,4e-5", metadata={"help": "lr-epochs: learning rates (comma list)."})
+    epoch_grid: str = field(
+        default="5,10,20", metadata={"help": "lr-epochs: epoch counts read off one run per learning rate."}
+    )
+    early_stop_epoch: int | None = field(
+        default=None,
+        metadata={
+            "help": "early-stop: stop the baseline after this many epochs; unset = lowest held-out loss."
+        },
+    )
+    keep_weights: bool = field(
+        default=False,
+        metadata={"help": "Keep each variant's model/ and checkpoints/ (deleted once read, to save disk)."},
+    )
+
+
+CONFIGS = (*fit_text.CONFIGS, ExperimentConfig)
+
+PRESETS = {
+    # 2 CPU cores, ~15 minutes per experiment (estimates in the module docstring).
+    "cpu": dict(
+        model=DEFAULT_MODEL,
+        data="lee",
+        n_train=32,
+        block_len=64,
+        n_eval=16,
+        epochs=20,
+        batch_size=8,
+        lr=4e-5,
+        weight_decay=0.0,
+        optimizer="adam",
+        eval_every_epochs=2,
+        max_new_tokens=64,
+        ttr_window=64,
+        strategies="greedy,top_p",
+    ),
+    # The paper's recipe on a GPU; pass --model and --data (and --domains) for the paper's model and corpora.
+    "paper": {
+        **{k: v for k, v in fit_text.PRESETS["paper"].items() if k != "out"},
+        "sizes": "8,16,32,64,128,256,512,1000,2000",
+        "updates": 5000,
+        "repeat_first_seed": True,
+        "lrs": "1e-6,5e-6,1e-5",
+        "epoch_grid": "5,10,20,30",
+        "strategies": "greedy,top_p",
+    },
+}
+
+# Numbers every row carries: the evaluation fit-text logs (greedy TTR; teacher-forced on held-out blocks).
+METRICS = ("ttr", "entropy", "top1_prob", "perplexity", "loss")
+METRIC_COLUMNS = [
+    ("ttr", "TTR", "{:.3f}"),
+    ("entropy", "entropy (nats)", "{:.3f}"),
+    ("top1_prob", "top-1 prob", "{:.3f}"),
+    ("perplexity", "perplexity", "{:.1f}"),
+]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Shared wiring: one context, fit-text runs as variants, models read once and then deleted
+# ------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one experiment hands to the report: rows for summary.json, tables, plots and notes."""
+
+    rows: list[dict]
+    tables: list[tuple[str, list[str], list[list[str]]]]  # (caption, header, cells)
+    plots: dict[str, str]  # file name → SVG
+    facts: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    out: Path
+    model: ModelConfig
+    data: TextDataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    exp: ExperimentConfig
+    resume: bool
+    accelerator: Accelerator
+
+    def run_dir(self, variant: str) -> Path:
+        return self.out / "runs" / variant
+
+    def fit(
+        self,
+        variant: str,
+        *,
+        data: TextDataConfig | None = None,
+        train: TrainConfig | None = None,
+        evaluation: EvalConfig | None = None,
+        save_model: bool = False,
+    ) -> dict:
+        """One fit-text run into ``runs/<variant>``; decoding strategies off unless ``evaluation`` says otherwise."""
+        train = train or self.train
+        if train.checkpoint_every_epochs is None:
+            # One checkpoint at the end rather than one per evaluation: a 135M model's Adam state is 1.6 GB.
+            train = replace(train, checkpoint_every_epochs=max(train.epochs, 1))
+        run_cfg = RunConfig(out=str(self.run_dir(variant)), resume=self.resume, save_model=save_model)
+        evaluation = evaluation or replace(self.eval, strategies="")
+        summary = fit_text.main((self.model, data or self.data, train, evaluation, run_cfg))
+        if not self.exp.keep_weights:  # a finished run never resumes, so its checkpoint is dead weight
+            shutil.rmtree(self.run_dir(variant) / "checkpoints", ignore_errors=True)
+        return summary
+
+    def held_out(self, variant: str) -> torch.Tensor:
+        return torch.load(self.run_dir(variant) / "data.pt")["eval_ids"]
+
+    def manifest(self, variant: str) -> dict:
+        return read_json(self.run_dir(variant) / "manifest.json")
+
+    def derived(self, path: Path, model_cfg: ModelConfig, compute: Callable):
+        """``compute(model, eos_id=...)`` under the run's autocast, cached in ``path`` (.pt for tensors, else .json)."""
+        if not path.exists():
+            model, tokenizer, _ = load_causal_lm(model_cfg)
+            model.to(self.accelerator.device).eval()
+            with torch.no_grad(), self.accelerator.autocast():
+                value = compute(model, eos_id=eos_ids(model, tokenizer))
+            if path.suffix == ".pt":
+                torch.save(value, path)
+            else:
+                write_json(path, value)
+            del model
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        return torch.load(path) if path.suffix == ".pt" else read_json(path)
+
+    def variant_derived(self, variant: str, name: str, compute: Callable):
+        """``derived`` on a variant's saved model, which is then deleted (the cache lets ``--resume`` go on)."""
+        path, model_dir = self.run_dir(variant) / name, self.run_dir(variant) / "model"
+        if not path.exists() and not model_dir.exists():
+            raise HyperfitError(f"{path} is missing and {model_dir} was deleted; rerun with --overwrite.")
+        value = self.derived(path, ModelConfig(model=str(model_dir)), compute)
+        if not self.exp.keep_weights:
+            shutil.rmtree(model_dir, ignore_errors=True)
+        return value
+
+
+def evaluate_blocks(model, eval_ids: torch.Tensor, *, eval_cfg: EvalConfig, eos_id=None) -> dict:
+    """fit-text's evaluation on other blocks: greedy continuations of ``eval_ids[:, :prompt_tokens]`` (TTR over
+    the last ``ttr_window`` generated ids) and teacher-forced loss, perplexity, entropy, top-1 on ``eval_ids``."""
+    gen, _ = generation_stats(
+        model,
+        eval_ids[:, : eval_cfg.prompt_tokens],
+        max_new_tokens=eval_cfg.max_new_tokens,
+        ttr_window=eval_cfg.ttr_window,
+        batch_size=eval_cfg.eval_batch_size,
+        eos_id=eos_id,
+    )
+    return {**gen, **teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)}
+
+
+def top1_ids(model, *, blocks: torch.Tensor, batch_size: int, eos_id=None) -> torch.Tensor:
+    """The argmax id at every position of ``blocks[n, t]`` (n × (t-1) positions, flattened)."""
+    return collect_token_stats(model, blocks, batch_size=batch_size)["argmax"]
+
+
+def _metrics(record: dict) -> dict:
+    return {k: record.get(k) for k in METRICS}
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise HyperfitError(f"--{flag} must be a comma list of integers, got {text!r}.") from err
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as err:
+        raise HyperfitError(f"--{flag} must be a comma list of numbers, got {text!r}.") from err
+
+
+def _fmt(value, pattern: str = "{:.3f}") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return pattern.format(value) if isinstance(value, int | float) else str(value)
+
+
+def _cells(rows: list[dict], columns: list[tuple[str, str, str]]) -> tuple[list[str], list[list[str]]]:
+    return [label for _, label, _ in columns], [[_fmt(r.get(k), p) for k, _, p in columns] for r in rows]
