@@ -6,6 +6,7 @@ half-written result, and a finished run is never overwritten unless the caller a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -13,7 +14,10 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # runs.py stays free of torch at import time: report and config import it
+    import torch
 
 FINISHED_MARKER = "summary.json"
 
@@ -64,6 +68,11 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def sha256_ids(ids: torch.Tensor) -> str:
+    """sha256 of the ids as int64 bytes: the manifest's fingerprint of the exact ids a run trains on (rule 6)."""
+    return hashlib.sha256(ids.long().numpy().tobytes()).hexdigest()  # .long() is .to(torch.int64)
 
 
 class Run:

@@ -2,11 +2,14 @@
 
 Offline sources: scikit-image's bundled photographs cut into patches (PAPER.md §13b), sklearn's digits, and
 a folder of PNG/JPEG files; `split_images` draws the disjoint train / held-out sets (PAPER.md §8: 2,000 images).
+`build_image_splits` turns fit-image's data flags (also the prior's set-aside pools, or CIFAR-10) into codes
+encoded once with the prior's tokenizer, as `hyperfit.text.data.build_text_splits` does for text.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -15,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor
+
+from hyperfit.common.runs import HyperfitError, read_json, sha256_ids
+from hyperfit.image.model import describe_tokenizer
 
 # The photographs bundled inside the scikit-image wheel (no pooch download), with the file each loader reads.
 # Left out on purpose: drawings and synthetic images (horse, logo, colorwheel, chessboard, phantom), `cat`
@@ -42,6 +48,44 @@ SKIMAGE_PHOTOS: dict[str, str] = {
 }
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+POOLS_FILE = "pools.pt"  # written by pretrain_image.py into the prior's run directory
+
+
+@dataclass
+class ImageDataConfig:
+    """Which images to hyperfit on and which to complete (disjoint), and how many of each."""
+
+    data: str = field(
+        default="prior",
+        metadata={
+            "help": "prior (the patches pretrain-image set aside, pixel-disjoint from its pretraining set) | "
+            "digits (sklearn) | cifar10 (torchvision, already downloaded under --data_root) | a folder of PNG/JPEG"
+        },
+    )
+    data_root: str = field(
+        default="data/cifar10",
+        metadata={"help": "Where torchvision's CIFAR-10 lies (never downloaded here)."},
+    )
+    image_size: int | None = field(
+        default=None, metadata={"help": "Resize folder / digits images to N x N; unset = keep their size."}
+    )
+    n_train: int = field(default=32, metadata={"help": "Hyperfitting images (PAPER.md §13b: 32)."})
+    n_eval: int = field(default=64, metadata={"help": "Held-out images completed at each evaluation."})
+    data_seed: int = field(default=0, metadata={"help": "Seed of the image selection."})
+
+    def __post_init__(self) -> None:
+        if self.n_train < 1 or self.n_eval < 2:
+            raise HyperfitError("n_train must be ≥ 1 and n_eval ≥ 2; fix --n_train / --n_eval.")
+
+
+@dataclass
+class ImageSplits:
+    """Codes ready for training and evaluation, plus the manifest that identifies them."""
+
+    train_codes: torch.Tensor  # LongTensor[n_train, t], no SOS
+    eval_codes: torch.Tensor  # LongTensor[n_eval, t]; contexts are eval_codes[:, :n_context]
+    manifest: dict
 
 
 def _to_pixels(array: np.ndarray) -> Tensor:
@@ -254,3 +298,120 @@ def split_images(images: Tensor, *, n_train: int, n_eval: int, seed: int) -> Ima
     eval_idx = perm[:n_eval].sort().values
     train_idx = perm[n_eval : n_eval + n_train].sort().values
     return ImageSplit(images[train_idx], images[eval_idx], train_idx, eval_idx)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fit-image's splits: the configured images, checked against the prior's tokenizer and encoded once
+
+
+def _image_size(tokenizer) -> tuple[int, int]:
+    """The pixel size the tokenizer (and so the prior) was built for: one token per pixel for a palette."""
+    config = getattr(tokenizer, "config", None)
+    return tuple(config["image_size"]) if isinstance(config, dict) else tuple(tokenizer.grid)
+
+
+def load_images(data_cfg: ImageDataConfig, prior: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(hyperfitting pixels, held-out pixels, manifest) from the configured source; disjoint by construction."""
+    source = data_cfg.data
+    if source == "prior":
+        pools_path = Path(prior) / POOLS_FILE
+        if not pools_path.exists():
+            raise HyperfitError(
+                f"--data prior needs the image pools of a pretrain-image run, but {pools_path} does not exist; "
+                "pass --data cifar10, digits or a folder of images."
+            )
+        pools = torch.load(pools_path)
+        pool_manifest = read_json(Path(prior) / "manifest.json")
+        g = torch.Generator().manual_seed(data_cfg.data_seed)
+        chosen = {}
+        for name, n in (("train_pool", data_cfg.n_train), ("eval_pool", data_cfg.n_eval)):
+            if n > len(pools[name]):
+                raise HyperfitError(
+                    f"the prior sets aside only {len(pools[name])} {name} patches but {n} were asked for; lower "
+                    "--n_train / --n_eval or rebuild the prior with a larger --per_image."
+                )
+            chosen[name] = torch.randperm(len(pools[name]), generator=g)[:n].sort().values
+        manifest = {
+            "source": f"prior:{prior}",
+            "origin": pool_manifest["regions"],
+            "train_crops": [
+                pool_manifest["pool_crops"]["train_pool"][i] for i in chosen["train_pool"].tolist()
+            ],
+            "eval_crops": [pool_manifest["pool_crops"]["eval_pool"][i] for i in chosen["eval_pool"].tolist()],
+        }
+        return pools["train_pool"][chosen["train_pool"]], pools["eval_pool"][chosen["eval_pool"]], manifest
+    if source == "cifar10":
+        train_pixels, eval_pixels = _load_cifar10(data_cfg)
+        return train_pixels, eval_pixels, {"source": "cifar10", "origin": data_cfg.data_root}
+    try:
+        if source == "digits":
+            images, _ = load_digits_images(size=data_cfg.image_size or 8)
+            origin = {"source": "digits"}
+        else:
+            images, origin = load_image_folder(source, size=data_cfg.image_size)
+        split = split_images(
+            images, n_train=data_cfg.n_train, n_eval=data_cfg.n_eval, seed=data_cfg.data_seed
+        )
+    except (OSError, ValueError) as err:
+        raise HyperfitError(str(err)) from err
+    manifest = {
+        "source": source,
+        "origin": origin,
+        "train_indices": split.train_indices.tolist(),
+        "eval_indices": split.eval_indices.tolist(),
+    }
+    return split.train_pixels, split.eval_pixels, manifest
+
+
+def _load_cifar10(data_cfg: ImageDataConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_train`` random CIFAR-10 training images and ``n_eval`` random test images, pixels in [0, 1]."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        train_set = CIFAR10(data_cfg.data_root, train=True, download=False)
+        test_set = CIFAR10(data_cfg.data_root, train=False, download=False)
+    except RuntimeError as err:
+        raise HyperfitError(
+            f"CIFAR-10 is not under {data_cfg.data_root} ({err}); download it once with torchvision "
+            "(CIFAR10(root, download=True)) and pass --data_root, or use the offline --data prior."
+        ) from err
+    g = torch.Generator().manual_seed(data_cfg.data_seed)
+
+    def pick(dataset, n: int) -> torch.Tensor:
+        index = torch.randperm(len(dataset.data), generator=g)[:n].sort().values
+        return torch.from_numpy(dataset.data[index.numpy()]).permute(0, 3, 1, 2).float() / 255
+
+    return pick(train_set, data_cfg.n_train), pick(test_set, data_cfg.n_eval)
+
+
+def build_image_splits(data_cfg: ImageDataConfig, tokenizer, *, prior: str) -> ImageSplits:
+    """Load the images, check them against the tokenizer, and encode them once."""
+    train_pixels, eval_pixels, manifest = load_images(data_cfg, prior)
+    expected = _image_size(tokenizer)
+    size = tuple(train_pixels.shape[-2:])
+    if size != expected:
+        raise HyperfitError(
+            f"the images from {data_cfg.data} are {size[1]}x{size[0]} but the prior's tokenizer works on "
+            f"{expected[1]}x{expected[0]} images; pass --image_size {expected[0]} to resize them."
+        )
+    try:
+        train_codes = tokenizer.encode_images(train_pixels)
+        eval_codes = tokenizer.encode_images(eval_pixels)
+    except ValueError as err:
+        raise HyperfitError(
+            f"the images from {data_cfg.data} do not fit the prior's tokenizer: {err}"
+        ) from err
+    manifest.update(
+        tokenizer=describe_tokenizer(tokenizer),
+        image_size=list(size),
+        train_codes_sha256=sha256_ids(train_codes),
+        eval_codes_sha256=sha256_ids(eval_codes),
+    )
+    return ImageSplits(train_codes, eval_codes, manifest)
+
+
+def save_splits(splits: ImageSplits, directory: Path) -> None:
+    """Write the exact codes (``data.pt``, atomically) so a run can be re-checked bit for bit."""
+    tmp = directory / ".data.pt.tmp"
+    torch.save({"train_codes": splits.train_codes, "eval_codes": splits.eval_codes}, tmp)
+    tmp.replace(directory / "data.pt")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from hyperfit.common.analysis import copy_report, mean_ttr, rep_n
+from hyperfit.common.runs import HyperfitError
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 """pixels[b, 3, h, w] in [0, 1] -> features[b, d]."""
@@ -233,3 +234,22 @@ def fid_kid(
     fa, fb = features(pixels, extractor), features(reference, extractor)
     kid, kid_std = kernel_distance(fa, fb, subset_size=subset_size)
     return {"fid": frechet_distance(fa, fb), "kid": kid, "kid_std": kid_std}
+
+
+def add_fid_kid(
+    columns: dict, completions: dict, truth: torch.Tensor, *, tokenizer, fid_model: str, pretrained: bool
+) -> None:
+    """Add FID and KID against the decoded ``truth`` to ``columns[name]`` for each ``completions[name]``
+    (codes[b, t]), through the timm model ``fid_model``; one sentence if that model cannot be created."""
+    try:
+        extractor = timm_extractor(fid_model, pretrained=pretrained)
+    except Exception as err:  # timm raises many kinds (unknown name, no weights offline)
+        raise HyperfitError(
+            f"the FID model {fid_model!r} could not be created ({type(err).__name__}: {err}); "
+            "leave --fid_model unset, or pass --fid_pretrained false for random features."
+        ) from err
+    reference = tokenizer.decode_codes(truth)
+    for name, codes in completions.items():
+        columns[name].update(
+            fid_kid(tokenizer.decode_codes(codes), reference, extractor, subset_size=len(truth))
+        )

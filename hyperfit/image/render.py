@@ -128,3 +128,25 @@ def save_grid(
     image.save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+# Short column titles: a 16-pixel image at scale 6 leaves about 15 characters per column.
+GRID_TITLES = {
+    "original greedy": "orig greedy",
+    "original top-p": "orig top-p",
+    "hyperfitted greedy": "hyper greedy",
+    "hyperfitted + blocker": "hyper+blocker",
+}
+
+
+@torch.no_grad()
+def save_codes_grid(
+    path: Path, columns: dict, tokenizer: ImageTokenizer, *, n_context: int, scale: int
+) -> None:
+    """One row per held-out image, one column per entry of ``columns`` (codes[b, t]); the "context" column
+    shows only the first ``n_context`` tokens of its codes, the rest grey."""
+    pixels = {name: tokenizer.decode_codes(codes) for name, codes in columns.items()}
+    if "context" in pixels:
+        pixels["context"] = mask_context(pixels["context"], n_context, tokenizer.grid)
+    rows = [[pixels[name][i] for name in pixels] for i in range(len(pixels["truth"]))]
+    save_grid(rows, path, column_titles=[GRID_TITLES.get(name, name) for name in pixels], scale=scale)

@@ -9,11 +9,9 @@ first 25 % of tokens (the paper's setting).
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
@@ -23,10 +21,10 @@ from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.report import write_report
-from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, write_json
+from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
 from hyperfit.common.train import build_accelerator, train
-from hyperfit.image.data import load_digits_images, load_image_folder, split_images
-from hyperfit.image.metrics import completion_report, fid_kid, timm_extractor
+from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
+from hyperfit.image.metrics import add_fid_kid, completion_report
 from hyperfit.image.model import (
     DEFAULT_PRIOR,
     TOKENIZER_FILE,
@@ -38,36 +36,7 @@ from hyperfit.image.model import (
     model_block_len,
     sos_id,
 )
-from hyperfit.image.render import mask_context, save_grid
-
-POOLS_FILE = "pools.pt"  # written by pretrain_image.py into the prior's run directory
-
-
-@dataclass
-class ImageDataConfig:
-    """Which images to hyperfit on and which to complete (disjoint), and how many of each."""
-
-    data: str = field(
-        default="prior",
-        metadata={
-            "help": "prior (the patches pretrain-image set aside, pixel-disjoint from its pretraining set) | "
-            "digits (sklearn) | cifar10 (torchvision, already downloaded under --data_root) | a folder of PNG/JPEG"
-        },
-    )
-    data_root: str = field(
-        default="data/cifar10",
-        metadata={"help": "Where torchvision's CIFAR-10 lies (never downloaded here)."},
-    )
-    image_size: int | None = field(
-        default=None, metadata={"help": "Resize folder / digits images to N x N; unset = keep their size."}
-    )
-    n_train: int = field(default=32, metadata={"help": "Hyperfitting images (PAPER.md §13b: 32)."})
-    n_eval: int = field(default=64, metadata={"help": "Held-out images completed at each evaluation."})
-    data_seed: int = field(default=0, metadata={"help": "Seed of the image selection."})
-
-    def __post_init__(self) -> None:
-        if self.n_train < 1 or self.n_eval < 2:
-            raise HyperfitError("n_train must be ≥ 1 and n_eval ≥ 2; fix --n_train / --n_eval.")
+from hyperfit.image.render import save_codes_grid
 
 
 @dataclass
@@ -107,15 +76,6 @@ class ImageEvalConfig:
             )
 
 
-@dataclass
-class ImageSplits:
-    """Codes ready for training and evaluation, plus the manifest that identifies them."""
-
-    train_codes: torch.Tensor  # LongTensor[n_train, t], no SOS
-    eval_codes: torch.Tensor  # LongTensor[n_eval, t]; contexts are eval_codes[:, :n_context]
-    manifest: dict
-
-
 CONFIGS = (ImageModelConfig, ImageDataConfig, TrainConfig, ImageEvalConfig, RunConfig)
 
 PRESETS = {
@@ -151,116 +111,6 @@ PRESETS = {
     ),
 }
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
-
-
-def sha256_ids(ids: torch.Tensor) -> str:
-    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()
-
-
-def _image_size(tokenizer) -> tuple[int, int]:
-    """The pixel size the tokenizer (and so the prior) was built for: one token per pixel for a palette."""
-    config = getattr(tokenizer, "config", None)
-    return tuple(config["image_size"]) if isinstance(config, dict) else tuple(tokenizer.grid)
-
-
-def load_images(data_cfg: ImageDataConfig, prior: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(hyperfitting pixels, held-out pixels, manifest) from the configured source; disjoint by construction."""
-    source = data_cfg.data
-    if source == "prior":
-        pools_path = Path(prior) / POOLS_FILE
-        if not pools_path.exists():
-            raise HyperfitError(
-                f"--data prior needs the image pools of a pretrain-image run, but {pools_path} does not exist; "
-                "pass --data cifar10, digits or a folder of images."
-            )
-        pools = torch.load(pools_path)
-        pool_manifest = read_json(Path(prior) / "manifest.json")
-        g = torch.Generator().manual_seed(data_cfg.data_seed)
-        chosen = {}
-        for name, n in (("train_pool", data_cfg.n_train), ("eval_pool", data_cfg.n_eval)):
-            if n > len(pools[name]):
-                raise HyperfitError(
-                    f"the prior sets aside only {len(pools[name])} {name} patches but {n} were asked for; lower "
-                    "--n_train / --n_eval or rebuild the prior with a larger --per_image."
-                )
-            chosen[name] = torch.randperm(len(pools[name]), generator=g)[:n].sort().values
-        manifest = {
-            "source": f"prior:{prior}",
-            "origin": pool_manifest["regions"],
-            "train_crops": [
-                pool_manifest["pool_crops"]["train_pool"][i] for i in chosen["train_pool"].tolist()
-            ],
-            "eval_crops": [pool_manifest["pool_crops"]["eval_pool"][i] for i in chosen["eval_pool"].tolist()],
-        }
-        return pools["train_pool"][chosen["train_pool"]], pools["eval_pool"][chosen["eval_pool"]], manifest
-    if source == "cifar10":
-        train_pixels, eval_pixels = _load_cifar10(data_cfg)
-        return train_pixels, eval_pixels, {"source": "cifar10", "origin": data_cfg.data_root}
-    try:
-        if source == "digits":
-            images, _ = load_digits_images(size=data_cfg.image_size or 8)
-            origin = {"source": "digits"}
-        else:
-            images, origin = load_image_folder(source, size=data_cfg.image_size)
-        split = split_images(
-            images, n_train=data_cfg.n_train, n_eval=data_cfg.n_eval, seed=data_cfg.data_seed
-        )
-    except (OSError, ValueError) as err:
-        raise HyperfitError(str(err)) from err
-    manifest = {
-        "source": source,
-        "origin": origin,
-        "train_indices": split.train_indices.tolist(),
-        "eval_indices": split.eval_indices.tolist(),
-    }
-    return split.train_pixels, split.eval_pixels, manifest
-
-
-def _load_cifar10(data_cfg: ImageDataConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n_train`` random CIFAR-10 training images and ``n_eval`` random test images, pixels in [0, 1]."""
-    from torchvision.datasets import CIFAR10
-
-    try:
-        train_set = CIFAR10(data_cfg.data_root, train=True, download=False)
-        test_set = CIFAR10(data_cfg.data_root, train=False, download=False)
-    except RuntimeError as err:
-        raise HyperfitError(
-            f"CIFAR-10 is not under {data_cfg.data_root} ({err}); download it once with torchvision "
-            "(CIFAR10(root, download=True)) and pass --data_root, or use the offline --data prior."
-        ) from err
-    g = torch.Generator().manual_seed(data_cfg.data_seed)
-
-    def pick(dataset, n: int) -> torch.Tensor:
-        index = torch.randperm(len(dataset.data), generator=g)[:n].sort().values
-        return torch.from_numpy(dataset.data[index.numpy()]).permute(0, 3, 1, 2).float() / 255
-
-    return pick(train_set, data_cfg.n_train), pick(test_set, data_cfg.n_eval)
-
-
-def build_image_splits(data_cfg: ImageDataConfig, tokenizer, *, prior: str) -> ImageSplits:
-    """Load the images, check them against the tokenizer, and encode them once."""
-    train_pixels, eval_pixels, manifest = load_images(data_cfg, prior)
-    expected = _image_size(tokenizer)
-    size = tuple(train_pixels.shape[-2:])
-    if size != expected:
-        raise HyperfitError(
-            f"the images from {data_cfg.data} are {size[1]}x{size[0]} but the prior's tokenizer works on "
-            f"{expected[1]}x{expected[0]} images; pass --image_size {expected[0]} to resize them."
-        )
-    try:
-        train_codes = tokenizer.encode_images(train_pixels)
-        eval_codes = tokenizer.encode_images(eval_pixels)
-    except ValueError as err:
-        raise HyperfitError(
-            f"the images from {data_cfg.data} do not fit the prior's tokenizer: {err}"
-        ) from err
-    manifest.update(
-        tokenizer=describe_tokenizer(tokenizer),
-        image_size=list(size),
-        train_codes_sha256=sha256_ids(train_codes),
-        eval_codes_sha256=sha256_ids(eval_codes),
-    )
-    return ImageSplits(train_codes, eval_codes, manifest)
 
 
 def sampling_processors(eval_cfg: ImageEvalConfig) -> list:
@@ -300,9 +150,7 @@ def main(configs: tuple) -> dict:
     else:
         splits = build_image_splits(data_cfg, tokenizer, prior=model_cfg.prior)
         if accelerator.is_main_process:
-            torch.save(
-                {"train_codes": splits.train_codes, "eval_codes": splits.eval_codes}, run.file("data.pt")
-            )
+            save_splits(splits, run.path)
             tokenizer.save(run.file(TOKENIZER_FILE))
             run.write_json("manifest.json", splits.manifest)
             run.write_json(
@@ -336,8 +184,12 @@ def main(configs: tuple) -> dict:
         _write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", greedy.codes)
         columns = {"context": splits.eval_codes[shown], f"epoch {epoch}": greedy.codes[shown]}
         columns["truth"] = splits.eval_codes[shown]
-        _save_grid(
-            run.file(f"grids/epoch_{epoch:03d}.png"), columns, tokenizer, n_context, eval_cfg.grid_scale
+        save_codes_grid(
+            run.file(f"grids/epoch_{epoch:03d}.png"),
+            columns,
+            tokenizer,
+            n_context=n_context,
+            scale=eval_cfg.grid_scale,
         )
         accelerator.print(
             f"epoch {epoch}: token TTR {image['ttr']:.3f}, stripes {image['stripe_score']:.2f}, "
@@ -402,11 +254,18 @@ def main(configs: tuple) -> dict:
             for name, codes in {**completions, **reference}.items()
         }
         if eval_cfg.fid_model:
-            _add_fid(columns, completions, splits.eval_codes, tokenizer, eval_cfg)
+            add_fid_kid(
+                columns,
+                completions,
+                splits.eval_codes,
+                tokenizer=tokenizer,
+                fid_model=eval_cfg.fid_model,
+                pretrained=eval_cfg.fid_pretrained,
+            )
         grid = {"context": splits.eval_codes[shown]}
         grid.update({name: codes[shown] for name, codes in completions.items()})
         grid["truth"] = splits.eval_codes[shown]
-        _save_grid(run.file("grid.png"), grid, tokenizer, n_context, eval_cfg.grid_scale)
+        save_codes_grid(run.file("grid.png"), grid, tokenizer, n_context=n_context, scale=eval_cfg.grid_scale)
         summary = {
             "modality": "image",
             "model": model_description,
@@ -442,49 +301,12 @@ def _headline(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "kind"}
 
 
-# Short column titles: a 16-pixel image at scale 6 leaves about 15 characters per column.
-GRID_TITLES = {
-    "original greedy": "orig greedy",
-    "original top-p": "orig top-p",
-    "hyperfitted greedy": "hyper greedy",
-    "hyperfitted + blocker": "hyper+blocker",
-}
-
-
-@torch.no_grad()
-def _save_grid(path: Path, columns: dict, tokenizer, n_context: int, scale: int) -> None:
-    """One row per held-out image, one column per entry of ``columns`` (codes[b, t]); the "context" column
-    shows only the first ``n_context`` tokens of its codes, the rest grey."""
-    pixels = {name: tokenizer.decode_codes(codes) for name, codes in columns.items()}
-    if "context" in pixels:
-        pixels["context"] = mask_context(pixels["context"], n_context, tokenizer.grid)
-    rows = [[pixels[name][i] for name in pixels] for i in range(len(pixels["truth"]))]
-    save_grid(rows, path, column_titles=[GRID_TITLES.get(name, name) for name in pixels], scale=scale)
-
-
 def _write_codes(run: Run, name: str, codes: torch.Tensor) -> None:
     run.write_jsonl(name, [{"index": i, "codes": row} for i, row in enumerate(codes.tolist())])
 
 
 def _read_codes(run: Run, name: str) -> torch.Tensor:
     return torch.tensor([record["codes"] for record in read_jsonl(run.file(name))], dtype=torch.long)
-
-
-def _add_fid(
-    columns: dict, completions: dict, truth: torch.Tensor, tokenizer, eval_cfg: ImageEvalConfig
-) -> None:
-    try:
-        extractor = timm_extractor(eval_cfg.fid_model, pretrained=eval_cfg.fid_pretrained)
-    except Exception as err:  # timm raises many kinds (unknown name, no weights offline)
-        raise HyperfitError(
-            f"the FID model {eval_cfg.fid_model!r} could not be created ({type(err).__name__}: {err}); "
-            "leave --fid_model unset, or pass --fid_pretrained false for random features."
-        ) from err
-    reference = tokenizer.decode_codes(truth)
-    for name, codes in completions.items():
-        columns[name].update(
-            fid_kid(tokenizer.decode_codes(codes), reference, extractor, subset_size=len(truth))
-        )
 
 
 def _one_line(summary: dict) -> str:

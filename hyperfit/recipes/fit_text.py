@@ -17,16 +17,9 @@ from hyperfit.common.compare import compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
 from hyperfit.common.report import write_report
-from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, write_json
+from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
 from hyperfit.common.train import build_accelerator, train
-from hyperfit.text.data import (
-    TextDataConfig,
-    TextSplits,
-    build_text_splits,
-    check_source,
-    save_splits,
-    sha256_ids,
-)
+from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
 from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
 
 CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)

@@ -18,7 +18,6 @@ rows are kept out entirely, their left half giving the hyperfitting pool and the
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from accelerate.utils import set_seed
 
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
-from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
+from hyperfit.common.runs import HyperfitError, Run, read_json, sha256_ids, write_json
 from hyperfit.common.train import build_accelerator, train
-from hyperfit.image.data import SKIMAGE_PHOTOS, load_skimage_patches
+from hyperfit.image.data import POOLS_FILE, SKIMAGE_PHOTOS, load_skimage_patches
 from hyperfit.image.metrics import longest_runs, stripe_score
 from hyperfit.image.model import (
     MODEL_DIR,
@@ -44,12 +43,6 @@ from hyperfit.image.model import (
     sos_id,
 )
 from hyperfit.image.tokenizers import fit_palette, load_image_tokenizer, train_vqvae
-
-POOLS_FILE = "pools.pt"
-
-
-def sha256_ids(ids: torch.Tensor) -> str:
-    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 @dataclass

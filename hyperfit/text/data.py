@@ -9,7 +9,6 @@ N long enough become training blocks (their first L tokens), the next M the held
 from __future__ import annotations
 
 import bz2
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hyperfit.common.runs import HyperfitError
+from hyperfit.common.runs import HyperfitError, sha256_ids
 
 BUNDLED = ("lee", "wiki")
 
@@ -156,10 +155,6 @@ def load_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], (
         f"file:{path.resolve()}"
     )
-
-
-def sha256_ids(ids: torch.Tensor) -> str:
-    return hashlib.sha256(ids.to(torch.int64).numpy().tobytes()).hexdigest()
 
 
 def build_text_splits(cfg: TextDataConfig, tokenizer, *, tokenizer_name: str = "") -> TextSplits:
