@@ -137,8 +137,15 @@ def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3)
             *args,
         ]
         done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-        if done.returncode == 0 or "address already in use" not in done.stderr.lower():
+        output = (done.stdout + done.stderr).lower()
+        if done.returncode == 0 or not ("address already in use" in output or "eaddrinuse" in output):
             return done
         if clean is not None:
             shutil.rmtree(clean, ignore_errors=True)
     return done
+
+
+def launch_failure(done) -> str:
+    """Assertion message for a failed launch: both streams, since the launcher's own failure and the workers'
+    tracebacks go to different ones."""
+    return f"rc {done.returncode}\nstdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"

@@ -42,7 +42,7 @@ from hyperfit.image.model import (
     sos_id,
 )
 from hyperfit.image.tokenizers import PaletteTokenizer
-from tests.conftest import launch_two_processes
+from tests.conftest import launch_failure, launch_two_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -298,7 +298,7 @@ def test_two_processes_under_accelerate_launch(prior, tmp_path) -> None:
         cwd=ROOT,
         clean=tmp_path / "two",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, launch_failure(done)
     two = read_json(tmp_path / "two/summary.json")
     assert (
         two["train"]["num_processes"] == 2 and read_json(tmp_path / "two/config.json")["num_processes"] == 2

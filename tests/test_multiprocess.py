@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hyperfit.common.runs import read_json
-from tests.conftest import launch_two_processes
+from tests.conftest import launch_failure, launch_two_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_two_processes_match_one(tmp_path):
     two_dir = tmp_path / "two"
     done = launch_two_processes(["tests/mp_train.py", str(two_dir)], cwd=ROOT, clean=two_dir)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, launch_failure(done)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     one = subprocess.run(
         [sys.executable, "tests/mp_train.py", str(tmp_path / "one")],
