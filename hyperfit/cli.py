@@ -27,9 +27,10 @@ def _report(argv: list[str]) -> int:
     from pathlib import Path
 
     from hyperfit.common.report import write_report
+    from hyperfit.common.runs import HyperfitError
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: hyperfit report RUN_DIR [RUN_DIR ...]")
+        print("usage: hyperfit report RUN_DIR [RUN_DIR ...]  (fit, eval, image or experiment directories)")
         return 0 if argv else 2
     for arg in argv:
         if not (Path(arg) / "summary.json").exists():
@@ -38,6 +39,16 @@ def _report(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
+        if (Path(arg) / "experiment.json").exists():
+            # An experiment's report is built from its variants, not from one run's summary.
+            from hyperfit.recipes.experiments import rewrite_report
+
+            try:
+                print(rewrite_report(arg))
+            except HyperfitError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            continue
         print(write_report(arg))
     return 0
 

@@ -181,6 +181,16 @@ def test_lr_epochs_reads_the_epoch_axis_off_one_run_per_learning_rate(tiny_model
     epoch_1 = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "epoch"][0]
     assert rows[(3e-3, 1)]["train_loss"] == epoch_1["train_loss"]
 
+    # `hyperfit report` on an experiment re-renders the experiment's own report from disk: same tables, same
+    # recorded wall time, no variant retrained.
+    report, summary = (out / "report.md").read_text(), read_json(out / "summary.json")
+    (out / "report.md").unlink()
+    variant_metrics = (run / "metrics.jsonl").read_text()
+    assert hyperfit(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+    assert read_json(out / "summary.json") == summary
+    assert (run / "metrics.jsonl").read_text() == variant_metrics
+
 
 def test_early_stop_retraces_the_full_run_and_decodes_both(tiny_model_dir, news_file, tmp_path):
     out = tmp_path / "early"

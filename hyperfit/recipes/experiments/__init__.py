@@ -9,7 +9,7 @@ One file per experiment (data_size, data_order, domain, lr_epochs, early_stop), 
 report and plots, command.py the name → function table, the checks, ``main`` and ``cli``.
 """
 
-from hyperfit.recipes.experiments.command import EXPERIMENTS, QUESTIONS, check, cli, main
+from hyperfit.recipes.experiments.command import EXPERIMENTS, QUESTIONS, check, cli, main, rewrite_report
 from hyperfit.recipes.experiments.data_size import size_epochs
 from hyperfit.recipes.experiments.domain import domain_sources
 from hyperfit.recipes.experiments.shared import CONFIGS, PRESETS, Context, ExperimentConfig, Outcome
@@ -26,5 +26,6 @@ __all__ = [
     "cli",
     "domain_sources",
     "main",
+    "rewrite_report",
     "size_epochs",
 ]

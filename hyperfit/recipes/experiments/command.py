@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from hyperfit.common.config import RunConfig, config_dict, parse_config
@@ -113,7 +113,9 @@ def main(name: str, configs: tuple) -> dict:
     check(name, configs)
     model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg, exp = configs
     out = Path(run_cfg.out)
-    Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume)
+    run = Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume)
+    # Resuming a finished experiment only re-reads it: the wall time of the work stays the one it took.
+    earlier_wall = read_json(out / "summary.json")["wall_seconds"] if run.is_finished else 0.0
     write_json(out / "experiment.json", {"experiment": name, **config_dict(*configs)})
     base_cfg, description = prepare_base_model(model_cfg, out)
     ctx = Context(
@@ -136,12 +138,27 @@ def main(name: str, configs: tuple) -> dict:
         **outcome.facts,
         "notes": outcome.notes,
         "variants": sorted(p.name for p in (out / "runs").iterdir()),
-        "wall_seconds": time.perf_counter() - started,
+        "wall_seconds": earlier_wall or time.perf_counter() - started,
     }
     write_experiment_report(out, summary, outcome, configs)
     write_json(out / "summary.json", summary)  # written last: its presence marks the experiment finished
     print(f"{name}: report {out / 'report.html'}")
     return summary
+
+
+def rewrite_report(out: str | Path) -> Path:
+    """Re-render a finished experiment's report (``hyperfit report`` on an experiment directory).
+
+    The experiment runs again with ``--resume`` on the configuration recorded in ``experiment.json``: every
+    variant is finished and every derived number is cached, so it is read back from disk and nothing retrains.
+    """
+    recorded = read_json(Path(out) / "experiment.json")
+    configs = tuple(
+        cls(**{f.name: recorded[f.name] for f in fields(cls) if f.name in recorded}) for cls in CONFIGS
+    )
+    run_cfg = replace(configs[4], out=str(out), resume=True, overwrite=False)
+    main(recorded["experiment"], (*configs[:4], run_cfg, configs[5]))
+    return Path(out) / "report.html"
 
 
 USAGE = """usage: hyperfit experiment NAME [fit-text options] [experiment options] --out DIR
