@@ -7,6 +7,7 @@ import json
 import torch
 
 from hyperfit.cli import main as hyperfit
+from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import generation_metrics
 from hyperfit.common.runs import read_json, read_jsonl
 from tests.test_fit_text import fit
@@ -73,6 +74,14 @@ def test_eval_compares_a_run_with_its_original(tiny_model_dir, news_file, tmp_pa
         expected = generation_metrics(prefixes, train_seqs=train_seqs, ttr_window=12)
         assert summary["decoding_by_length"]["5"]["original"][strategy] == expected
     assert "TTR @5 | rep-4 @5 | TTR @9 | rep-4 @9 | TTR @12" in report
+
+    # Word-level TTR: the decoded continuation split on whitespace, last --ttr_window words.
+    texts = [
+        record["continuation"] for record in read_jsonl(out / "generations/decoding/original_top_p.jsonl")
+    ]
+    assert summary["decoding"]["original"]["top_p"]["word_ttr"] == mean_ttr(
+        [t.split() for t in texts], window=12
+    )
 
 
 def test_lengths_must_be_shorter_than_the_generation(tiny_model_dir, tmp_path, capsys):

@@ -283,6 +283,7 @@ def _columns_rows(summary: dict) -> tuple[list[str], list[tuple[str, list[str]]]
 
 DECODING_COLUMNS = (
     "ttr",
+    "word_ttr",
     "rep_2",
     "rep_3",
     "rep_4",

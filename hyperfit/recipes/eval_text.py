@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
@@ -224,6 +225,9 @@ def main(configs: tuple) -> dict:
     prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
     for (model_name, strategy), sequences in generations.items():
         texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        table[model_name][strategy]["word_ttr"] = mean_ttr(
+            [t.split() for t in texts], window=eval_cfg.ttr_window
+        )
         records = [
             {"index": i, "prompt": p, "continuation": t, "reference": r, "ids": s}
             for i, (p, t, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))

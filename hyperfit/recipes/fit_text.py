@@ -13,6 +13,7 @@ import time
 import torch
 from accelerate.utils import set_seed
 
+from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
@@ -228,6 +229,9 @@ def compare_original(
         )
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
+        table[model_name][strategy]["word_ttr"] = mean_ttr(
+            [t.split() for t in texts], window=eval_cfg.ttr_window
+        )
         run.write_jsonl(
             f"generations/decoding/{model_name}_{strategy}.jsonl",
             [

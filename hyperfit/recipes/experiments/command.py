@@ -170,7 +170,7 @@ experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and on
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
   early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
 
---preset cpu (default) runs on 2 CPU cores in 7-15 minutes each; --preset paper is the paper's scale.
+--preset cpu (default) runs on 2 CPU cores in 7-12 minutes each; --preset paper is the paper's scale.
 `hyperfit experiment NAME --help` lists every option."""
 
 

@@ -4,12 +4,12 @@ Scale. ``--preset cpu`` (the default) is sized for 2 CPU cores from the costs in
 news, 32 blocks × 64 tokens, batch 8 (≈2 s per update at ≈250 training tokens/s in bf16), 16 held-out prompts,
 64 greedy tokens (≈11 s per evaluation), the GGUF file de-quantised once (≈28 s) and reloaded from safetensors
 (≈2 s) by every variant, ≈8 s to write each variant's final checkpoint. Wall time per experiment, measured
-with ``hyperfit experiment NAME --out runs/exp-NAME`` on 2 cores (2026-11-28; the data-size and domain runs shared the
-CPU with test runs for part of their time, so they are upper bounds):
+with ``hyperfit experiment NAME --out runs/exp-NAME`` on 2 cores (2026-11-28; data-order and early-stop
+in an earlier session):
 
-    data-size   N = 8, 16, 32 at 80 updates each          14.5 min (868 s)
+    data-size   N = 8, 16, 32 at 80 updates each          11.7 min (700 s)
     data-order  3 orders × 80 updates + top-1 statistics  11.4 min
-    domain      lee and wiki × 80 updates, 2 × 2 evals    13.5 min (807 s)
+    domain      lee and wiki × 80 updates, 2 × 2 evals    11.8 min (708 s)
     lr-epochs   2 learning rates × 20 epochs, eval every 5  8.8 min (529 s)
     early-stop  20 epochs evaluated every 2 + early run    7.3 min
 
