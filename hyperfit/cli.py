@@ -23,6 +23,20 @@ commands:
 `hyperfit COMMAND --help` lists a command's options."""
 
 
+def _refuse_unfinished(run_dirs: list[str]) -> bool:
+    """Print one sentence for the first directory that is not a finished run (no summary.json); True if any."""
+    from pathlib import Path
+
+    for arg in run_dirs:
+        if not (Path(arg) / "summary.json").exists():
+            print(
+                f"error: {arg} is not a finished run directory (no summary.json); pass a run's --out.",
+                file=sys.stderr,
+            )
+            return True
+    return False
+
+
 def _report(argv: list[str]) -> int:
     from pathlib import Path
 
@@ -32,13 +46,9 @@ def _report(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: hyperfit report RUN_DIR [RUN_DIR ...]  (fit, eval, image or experiment directories)")
         return 0 if argv else 2
+    if _refuse_unfinished(argv):
+        return 2
     for arg in argv:
-        if not (Path(arg) / "summary.json").exists():
-            print(
-                f"error: {arg} is not a finished run directory (no summary.json); pass a run's --out.",
-                file=sys.stderr,
-            )
-            return 2
         if (Path(arg) / "experiment.json").exists():
             # An experiment's report is built from its variants, not from one run's summary.
             from hyperfit.recipes.experiments import rewrite_report
@@ -54,7 +64,6 @@ def _report(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from pathlib import Path
 
     from hyperfit.common.report import write_comparison
 
@@ -63,13 +72,8 @@ def _compare(argv: list[str]) -> int:
         return 2
     at = argv.index("--out")
     out, runs = argv[at + 1], argv[:at] + argv[at + 2 :]
-    for arg in runs:
-        if not (Path(arg) / "summary.json").exists():
-            print(
-                f"error: {arg} is not a finished run directory (no summary.json); pass a run's --out.",
-                file=sys.stderr,
-            )
-            return 2
+    if _refuse_unfinished(runs):
+        return 2
     print(write_comparison(runs, out))
     return 0
 

@@ -149,3 +149,12 @@ def test_checkpoint_with_another_tokenizer_is_refused(tiny_model_dir, tmp_path, 
         ]
     )
     assert code == 2 and "uses another tokenizer than 'a'" in capsys.readouterr().err
+
+
+def test_report_and_compare_refuse_an_unfinished_directory_before_writing(tmp_path, capsys):
+    (tmp_path / "half").mkdir()
+    assert hyperfit(["report", str(tmp_path / "half")]) == 2
+    assert "half is not a finished run directory (no summary.json)" in capsys.readouterr().err
+    assert hyperfit(["compare", str(tmp_path / "half"), "--out", str(tmp_path / "cmp")]) == 2
+    assert "half is not a finished run directory" in capsys.readouterr().err
+    assert not (tmp_path / "cmp").exists() and list((tmp_path / "half").iterdir()) == []
