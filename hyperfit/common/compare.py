@@ -244,6 +244,7 @@ def decoding_table(
         raise ValueError(f"unknown decoding strategy {unknown[0]!r}; choose from {', '.join(STRATEGIES)}.")
     table: dict[str, dict[str, dict]] = {}
     generations: dict[tuple[str, str], list[list[int]]] = {}
+    train_seqs = None if train_ids is None else train_ids.tolist()  # once, not per model × strategy
     for model_name, model in models.items():
         table[model_name] = {}
         for name in strategy_names:
@@ -254,7 +255,7 @@ def decoding_table(
                 generations[(model_name, name)] = sequences
                 table[model_name][name] = generation_metrics(
                     sequences,
-                    train_seqs=None if train_ids is None else train_ids.tolist(),
+                    train_seqs=train_seqs,
                     ttr_window=ttr_window,
                 ) | {"temperature": strategy.temperature}
                 continue
@@ -280,7 +281,7 @@ def decoding_table(
             table[model_name][name] = {
                 **generation_metrics(
                     sequences,
-                    train_seqs=None if train_ids is None else train_ids.tolist(),
+                    train_seqs=train_seqs,
                     ttr_window=ttr_window,
                 ),
                 **facts,

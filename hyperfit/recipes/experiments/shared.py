@@ -78,7 +78,7 @@ class ExperimentConfig:
 CONFIGS = (*fit_text.CONFIGS, ExperimentConfig)
 
 PRESETS = {
-    # 2 CPU cores, ~15 minutes per experiment (estimates in the module docstring).
+    # 2 CPU cores, 7-12 minutes per experiment (measured times in the module docstring).
     "cpu": dict(
         model=DEFAULT_MODEL,
         data="lee",
