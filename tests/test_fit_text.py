@@ -69,6 +69,7 @@ def test_cli_runs_end_to_end_and_writes_a_self_describing_run(tiny_model_dir, ne
             metrics = summary["decoding"][model_name][strategy]
             assert {
                 "ttr",
+                "word_ttr",
                 "rep_2",
                 "rep_3",
                 "rep_4",
