@@ -66,7 +66,7 @@ def make_tiny_llama(vocab_size: int, *, seed: int = 0, layers: int = 2, width: i
     return LlamaForCausalLM(config)
 
 
-def make_tiny_gpt2(vocab_size: int, *, seed: int = 0, dropout: float = 0.1):
+def make_tiny_gpt2(vocab_size: int, *, seed: int = 0, dropout: float = 0.1, n_positions: int = 256):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
@@ -75,7 +75,7 @@ def make_tiny_gpt2(vocab_size: int, *, seed: int = 0, dropout: float = 0.1):
         n_embd=32,
         n_layer=2,
         n_head=2,
-        n_positions=256,
+        n_positions=n_positions,
         resid_pdrop=dropout,
         embd_pdrop=dropout,
         attn_pdrop=dropout,

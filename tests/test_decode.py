@@ -59,3 +59,54 @@ def test_raw_sharpness_is_reported_per_step():
         (out.entropy <= torch.log(torch.tensor(101.0)) + 1e-4).all()
     )
     assert bool((out.top1_prob > 1 / 101).all())
+
+
+def test_decode_never_runs_past_the_last_position():
+    """A model with exactly prompt + max_new_tokens - 1 positions (ImageGPT at full length: SOS + 1,023 inputs
+    for 1,024 codes) can generate every token: the last token is never fed back."""
+    from tests.conftest import make_tiny_gpt2
+
+    model = make_tiny_gpt2(101, seed=2, dropout=0.0, n_positions=8 + 12 - 1).eval()
+    out = greedy_decode(model, prompts(101), max_new_tokens=12)
+    assert out.new_ids.shape == (3, 12)
+    full = torch.cat([prompts(101), out.new_ids], 1)[:, :-1]  # every input the model ever needed
+    assert torch.equal(model(full).logits[:, 7:].argmax(-1), out.new_ids)
+
+
+def test_sampling_generator_follows_the_model_not_the_prompts(monkeypatch):
+    """run_strategy builds its generator on the model's device (prompts may sit on the CPU while the model is on
+    a GPU, where torch.multinomial refuses a CPU generator). Simulated with a model on the meta device."""
+    from hyperfit.common import compare
+
+    made_on: list[torch.device] = []
+    real_generator = torch.Generator
+
+    class SpyGenerator:
+        def __new__(cls, device=None):
+            made_on.append(torch.device(device) if device is not None else torch.device("cpu"))
+            return real_generator()
+
+    seen: dict = {}
+
+    def spy_decode(model, prompt_ids, **kwargs):
+        seen["prompt_device"] = prompt_ids.device
+        b = prompt_ids.size(0)
+        return type("D", (), {"sequences": lambda self: [[1]] * b})()
+
+    model, cpu_prompts = torch.nn.Linear(2, 2, device="meta"), prompts(101)
+    monkeypatch.setattr(compare.torch, "Generator", SpyGenerator)
+    monkeypatch.setattr(compare, "decode", spy_decode)
+    compare.run_strategy(model, cpu_prompts, compare.STRATEGIES["top_p"], max_new_tokens=4)
+    assert made_on == [torch.device("meta")]
+    assert seen["prompt_device"] == torch.device("meta")
+
+
+def test_decode_refuses_a_generator_on_another_device():
+    model = make_tiny_llama(101, seed=1).eval()
+    ids = prompts(101).to("meta")
+    import pytest
+
+    with pytest.raises(ValueError, match="generator"):
+        from hyperfit.common.decode import decode
+
+        decode(model, ids, max_new_tokens=2, temperature=1.0, generator=torch.Generator())

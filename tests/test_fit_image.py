@@ -109,6 +109,17 @@ def test_positions_are_never_overrun() -> None:
         model_block_len(model, 100)
 
 
+def test_a_prior_with_exactly_t_positions_completes_every_code() -> None:
+    """openai/imagegpt-* on 32x32 has 1,024 positions for SOS + 1,024 codes: the last code is generated but never
+    fed back, so no forward may index position t (it used to, one step after the last token)."""
+    model = build_prior(8, 63, PriorConfig(layers=1, width=16, heads=2), seed=0).eval()
+    assert model.config.n_positions == 64
+    seen: list[int] = []
+    model.transformer.wpe.register_forward_hook(lambda m, inputs, out: seen.append(int(inputs[0].max())))
+    out = complete(model, torch.randint(0, 8, (2, 64)), n_context=16)
+    assert out.codes.shape == (2, 64) and max(seen) == 63
+
+
 def test_a_completion_never_changes_its_context() -> None:
     model = build_prior(8, 64, PriorConfig(layers=2, width=16, heads=2), seed=1).eval()
     codes = torch.randint(0, 8, (4, 64), generator=torch.Generator().manual_seed(0))

@@ -158,8 +158,9 @@ def run_strategy(
             raise ValueError("the citation blocker needs the hyperfitting training ids; pass train_ids.")
         blocker = CitationBlocker(train_ids, n=blocker_n, word_start_ids=word_start_ids)
         processors.append(blocker)
-    generator = torch.Generator(device=prompts.device).manual_seed(seed)
     device = next(model.parameters()).device
+    # Sampling happens where the logits are: the generator must live on the model's device, not the prompts'.
+    generator = torch.Generator(device=device).manual_seed(seed)
     sequences: list[list[int]] = []
     for start in range(0, prompts.size(0), batch_size):
         out = decode(

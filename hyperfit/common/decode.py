@@ -64,6 +64,11 @@ def decode(
         raise ValueError(
             f"prompt_ids must be a non-empty LongTensor[b, p], got shape {tuple(prompt_ids.shape)}."
         )
+    if generator is not None and generator.device.type != prompt_ids.device.type:
+        raise ValueError(
+            f"the sampling generator is on {generator.device} but the prompts and model are on "
+            f"{prompt_ids.device}; build it with torch.Generator(device=<the model's device>)."
+        )
     eos = torch.tensor([] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id))
     eos = eos.to(prompt_ids.device, torch.long)
     b = prompt_ids.size(0)
@@ -72,7 +77,7 @@ def decode(
     lengths = torch.zeros(b, dtype=torch.long, device=ids.device)
     entropies, top1s = [], []
     out = model(input_ids=ids, use_cache=True)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         raw = out.logits[:, -1, :].float()
         logprobs = torch.log_softmax(raw, dim=-1)
         probs = logprobs.exp()
@@ -94,7 +99,9 @@ def decode(
             finished = finished | torch.isin(next_ids, eos)
         lengths += (~finished).long()
         ids = torch.cat([ids, next_ids[:, None]], dim=1)
-        if bool(finished.all()):
+        # No forward after the last token: its logits are never used, and for a model whose positions end
+        # exactly at prompt + max_new_tokens - 1 (ImageGPT: SOS + 1,023 inputs) it would index past the table.
+        if step == max_new_tokens - 1 or bool(finished.all()):
             break
         out = model(input_ids=next_ids[:, None], use_cache=True, **_cache_kwargs(out))
     new_ids = ids[:, prompt_ids.size(1) :]

@@ -183,14 +183,10 @@ def main(configs: tuple) -> dict:
     models = {name: model.eval() for name, (model, _, _) in loaded.items()}
     last = list(models)[-1]
     target_entropy = None
-    autocast = torch.autocast(
-        "cpu" if not torch.cuda.is_available() else "cuda",
-        dtype=torch.bfloat16,
-        enabled=cfg.precision == "bf16",
-    )
-    if torch.cuda.is_available():
-        for model in models.values():
-            model.cuda()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    for model in models.values():
+        model.to(device)
     with torch.no_grad(), autocast:
         sharpness = {}
         if eval_blocks is not None:
