@@ -19,6 +19,8 @@ commands:
              the paper's data experiments (§6) and reviewer ablations, a table and a plot each
   compare    one cross-modal table of finished runs: hyperfit compare RUN_DIR... --out DIR
   report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
+  study      human preference study: create | annotators | serve | report | simulate | export | import
+             (hyperfit study --help)
 
 `hyperfit COMMAND --help` lists a command's options."""
 
@@ -104,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         from hyperfit.recipes.experiments import cli
 
         return cli(rest)
+    if command == "study":
+        from hyperfit.study.cli import cli as study_cli
+
+        return study_cli(rest)
     if command == "compare":
         return _compare(rest)
     if command == "report":

@@ -64,7 +64,9 @@ def build_app(db_path: str | Path) -> Starlette:
         return local.conn
 
     def page(name: str, status: int = 200, **context) -> HTMLResponse:
-        return HTMLResponse(env.get_template(name).render(**context), status_code=status, headers=SECURITY_HEADERS)
+        return HTMLResponse(
+            env.get_template(name).render(**context), status_code=status, headers=SECURITY_HEADERS
+        )
 
     def forbidden(request: Request, message: str) -> Response:
         if _wants_json(request):
@@ -97,9 +99,7 @@ def build_app(db_path: str | Path) -> Starlette:
         token = request.path_params["token"]
         if current is None:
             return page("done.html", token=token, progress=progress)
-        return page(
-            "item.html", token=token, item=current, progress=progress, submission_id=uuid.uuid4().hex
-        )
+        return page("item.html", token=token, item=current, progress=progress, submission_id=uuid.uuid4().hex)
 
     async def vote(request: Request) -> Response:
         # SQLite work (and its fsync) runs in the worker threads, never on the event loop.
@@ -130,7 +130,9 @@ def build_app(db_path: str | Path) -> Starlette:
             return forbidden(request, "This item was not given to you.")
         except store.VoteConflict:
             return JSONResponse(
-                {"error": "submission_id already used for another item"}, status_code=409, headers=SECURITY_HEADERS
+                {"error": "submission_id already used for another item"},
+                status_code=409,
+                headers=SECURITY_HEADERS,
             )
         if as_json:
             return JSONResponse(
@@ -143,13 +145,17 @@ def build_app(db_path: str | Path) -> Starlette:
                 headers=SECURITY_HEADERS,
             )
         # Post/redirect/get: reloading the next page can never resubmit this vote.
-        return RedirectResponse(f"/a/{request.path_params['token']}/item", status_code=303, headers=SECURITY_HEADERS)
+        return RedirectResponse(
+            f"/a/{request.path_params['token']}/item", status_code=303, headers=SECURITY_HEADERS
+        )
 
     def later(request: Request) -> Response:
         who = annotator(request)
         if who is None:
             return forbidden(request, "This link is not valid. Use the link you were sent.")
-        return page("later.html", token=request.path_params["token"], progress=store.progress_of(conn(), who["id"]))
+        return page(
+            "later.html", token=request.path_params["token"], progress=store.progress_of(conn(), who["id"])
+        )
 
     def admin(request: Request) -> Response:
         if not store.is_admin(conn(), request.path_params["token"]):
@@ -159,11 +165,15 @@ def build_app(db_path: str | Path) -> Starlette:
             row["accuracy"] = row["checks_passed"] / row["checks"] if row["checks"] else None
             row["last"] = _when(row["last_vote"])
         cfg = store.settings(conn())
-        complete = conn().execute(
-            "SELECT COUNT(*) FROM (SELECT item_id FROM votes v JOIN items i ON i.id = v.item_id "
-            "WHERE i.kind != 'check' GROUP BY item_id HAVING COUNT(*) >= ?)",
-            (cfg["annotations"],),
-        ).fetchone()[0]
+        complete = (
+            conn()
+            .execute(
+                "SELECT COUNT(*) FROM (SELECT item_id FROM votes v JOIN items i ON i.id = v.item_id "
+                "WHERE i.kind != 'check' GROUP BY item_id HAVING COUNT(*) >= ?)",
+                (cfg["annotations"],),
+            )
+            .fetchone()[0]
+        )
         return page(
             "admin.html",
             token=request.path_params["token"],

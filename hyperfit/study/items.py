@@ -30,22 +30,31 @@ class StudyConfig:
 
     sources: list[str] = field(
         default_factory=list,
-        metadata={"help": "fit-text or eval output directories (DIR or DOMAIN=DIR; the domain defaults to the data)."},
+        metadata={
+            "help": "fit-text or eval output directories (DIR or DOMAIN=DIR; the domain defaults to the data)."
+        },
     )
-    lengths: list[int] = field(default_factory=lambda: [128, 256], metadata={"help": "Tokens shown per side."})
+    lengths: list[int] = field(
+        default_factory=lambda: [128, 256], metadata={"help": "Tokens shown per side."}
+    )
     annotations: int = field(default=3, metadata={"help": "Annotators per comparison (paper: 3)."})
     pairs: str = field(
         default="reference",
-        metadata={"help": "reference: each system vs the human text (the paper); systems: system vs system; both."},
+        metadata={
+            "help": "reference: each system vs the human text (the paper); systems: system vs system; both."
+        },
     )
     systems: list[str] = field(
         default_factory=list, metadata={"help": "Only these MODEL/STRATEGY systems (empty = all found)."}
     )
     check_share: float = field(
-        default=0.1, metadata={"help": "Share of each annotator's items that are attention checks (0 = none)."}
+        default=0.1,
+        metadata={"help": "Share of each annotator's items that are attention checks (0 = none)."},
     )
     check_items: int = field(default=12, metadata={"help": "Distinct attention-check items to make."})
-    per_annotator: int = field(default=0, metadata={"help": "Most items one annotator is given (0 = no cap)."})
+    per_annotator: int = field(
+        default=0, metadata={"help": "Most items one annotator is given (0 = no cap)."}
+    )
     stale_minutes: float = field(
         default=60.0,
         metadata={"help": "An item served but not voted on for this long is offered to someone else too."},
@@ -250,7 +259,9 @@ def build_study(cfg: StudyConfig, out: str | Path, *, overwrite: bool = False) -
     for arg in cfg.sources:
         domain, path = parse_source_arg(arg)
         if not Path(path).is_dir():
-            raise HyperfitError(f"--from {path} is not a directory; pass a fit-text or eval output directory.")
+            raise HyperfitError(
+                f"--from {path} is not a directory; pass a fit-text or eval output directory."
+            )
         sources.append(read_source(path, domain=domain, tokenizer=cfg.tokenizer))
     found = sorted({s for source in sources for s in source.continuations})
     unknown = sorted(set(cfg.systems) - set(found))

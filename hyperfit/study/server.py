@@ -77,7 +77,9 @@ def background_server(db_path: str | Path, *, port: int | None = None) -> Iterat
                 break
             thread.join(timeout=5)
         else:
-            raise HyperfitError("the study server did not start on 127.0.0.1; check that local ports are free.")
+            raise HyperfitError(
+                "the study server did not start on 127.0.0.1; check that local ports are free."
+            )
         try:
             yield f"http://127.0.0.1:{server.config.port}"
         finally:

@@ -30,14 +30,21 @@ from hyperfit.study.items import REFERENCE
 class Truth:
     """The simulated population: strengths against the reference, ties, annotator noise and spammers."""
 
-    theta: dict[str, float] = field(metadata={"help": "Log-strength of each system against the reference (0)."})
+    theta: dict[str, float] = field(
+        metadata={"help": "Log-strength of each system against the reference (0)."}
+    )
     nu: float = field(default=0.6, metadata={"help": "Davidson tie parameter (0 = no ties)."})
     prompt_sd: float = field(
-        default=0.5, metadata={"help": "Standard deviation of each context's shift of θ against the reference."}
+        default=0.5,
+        metadata={"help": "Standard deviation of each context's shift of θ against the reference."},
     )
     noise: float = field(default=0.1, metadata={"help": "Chance a careful annotator answers at random."})
-    spammers: float = field(default=0.1, metadata={"help": "Share of annotators who always answer at random."})
-    seed: int = field(default=0, metadata={"help": "Seed of strengths, context effects, annotators and choices."})
+    spammers: float = field(
+        default=0.1, metadata={"help": "Share of annotators who always answer at random."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of strengths, context effects, annotators and choices."}
+    )
 
 
 def davidson_probabilities(theta_a: float, theta_b: float, nu: float) -> tuple[float, float, float]:
@@ -193,7 +200,9 @@ def _annotate(
             latencies.append(time.perf_counter() - started)
             votes += 1
             if _uniform(truth.seed, "replay", annotator_id, row["id"]) < replay:
-                again = client.post(f"/a/{token}/vote", json=body)  # a resubmitted request: must not count twice
+                again = client.post(
+                    f"/a/{token}/vote", json=body
+                )  # a resubmitted request: must not count twice
                 again.raise_for_status()
                 replays += int(again.json()["replayed"])
     conn.close()

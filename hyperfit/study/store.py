@@ -387,7 +387,8 @@ def next_assignment(conn: sqlite3.Connection, annotator_id: int, *, now: float |
                 (annotator_id, item_id, position, left_side(cfg["seed"], annotator_id, item_id), now),
             )
             conn.execute(
-                "UPDATE annotators SET started_at = ? WHERE id = ? AND started_at IS NULL", (now, annotator_id)
+                "UPDATE annotators SET started_at = ? WHERE id = ? AND started_at IS NULL",
+                (now, annotator_id),
             )
             pending = _pending(conn, annotator_id)
     return _page(conn, pending)
