@@ -149,3 +149,82 @@ def launch_failure(done) -> str:
     """Assertion message for a failed launch: both streams, since the launcher's own failure and the workers'
     tracebacks go to different ones."""
     return f"rc {done.returncode}\nstdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"
+
+
+# Study tests share one real fit-text run and one eval of it (each takes tens of seconds on 2 cores).
+STUDY_FIT = [
+    "--n_train",
+    "8",
+    "--block_len",
+    "40",
+    "--n_eval",
+    "6",
+    "--epochs",
+    "1",
+    "--batch_size",
+    "4",
+    "--lr",
+    "3e-3",
+    "--precision",
+    "fp32",
+    "--eval_every_epochs",
+    "1",
+    "--max_new_tokens",
+    "24",
+    "--prompt_tokens",
+    "8",
+    "--ttr_window",
+    "12",
+    "--strategies",
+    "greedy,top_p",
+]
+
+
+@pytest.fixture(scope="session")
+def study_fit_run(tmp_path_factory, tiny_tokenizer):
+    """A finished tiny fit-text run: 6 held-out prompts, 8-token contexts, 32-token human continuations,
+    24-token continuations from original/hyperfitted × greedy/top_p."""
+    from hyperfit.cli import main as hyperfit
+
+    root = tmp_path_factory.mktemp("study-run")
+    model_dir = root / "tiny-llama"
+    make_tiny_llama(len(tiny_tokenizer)).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    news = root / "news.txt"
+    news.write_text("\n".join(corpus_lines()[:80]) + "\n", encoding="utf-8")
+    out = root / "run"
+    args = ["fit-text", "--model", str(model_dir), "--data", str(news), "--out", str(out), *STUDY_FIT]
+    assert hyperfit(args) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def study_eval_run(tmp_path_factory, study_fit_run):
+    """`hyperfit eval` of the fit run against its original model, on a prompts file (references re-encoded)."""
+    import json
+
+    from hyperfit.cli import main as hyperfit
+
+    root = tmp_path_factory.mktemp("study-eval")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"text": line}) + "\n" for line in SAMPLE_TEXT), encoding="utf-8")
+    out = root / "eval"
+    args = [
+        "eval",
+        "--models",
+        f"original={study_fit_run.parent / 'tiny-llama'},hyperfitted={study_fit_run}",
+        "--prompts",
+        str(prompts),
+        "--strategies",
+        "greedy",
+        "--max_new_tokens",
+        "16",
+        "--prompt_tokens",
+        "6",
+        "--precision",
+        "fp32",
+        "--out",
+        str(out),
+    ]
+    assert hyperfit(args) == 0
+    return out

@@ -210,7 +210,10 @@ def build_app(db_path: str | Path) -> Starlette:
 
 
 def _wants_json(request: Request) -> bool:
-    return "application/json" in request.headers.get("accept", "")
+    """A JSON client (``simulate``, scripts): it asked for JSON or sent JSON."""
+    return "application/json" in request.headers.get("accept", "") or request.headers.get(
+        "content-type", ""
+    ).startswith("application/json")
 
 
 def _when(timestamp: float | None) -> str:
