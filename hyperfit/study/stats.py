@@ -62,56 +62,77 @@ def fit_davidson(
     anchor: str | None = None,
     ties: bool = True,
     ridge: float = 1e-6,
+    tol: float = 1e-10,
 ) -> DavidsonFit:
     """Fit strengths to (a, b, outcome) comparisons, outcome 0 = a better, 1 = equal, 2 = b better.
 
     ``ties=False`` is plain Bradley–Terry (ties must then be absent). ``anchor`` (default: the first player)
     has θ = 0. A tiny ridge on θ keeps a player that never loses (or never wins) finite; it moves estimates by
-    far less than their uncertainty. Fitted with L-BFGS on the exact log-likelihood and its gradient."""
-    from scipy.optimize import minimize
-
+    far less than their uncertainty. Newton's method on the exact log-likelihood: log D is a log-sum-exp of
+    θ_i, θ_j and log ν + (θ_i + θ_j)/2, so its Hessian is the covariance of those three directions under the
+    outcome probabilities, and each step is a small linear solve (bootstrap refits stay cheap)."""
     players = list(players) if players is not None else sorted({p for a, b, _ in comparisons for p in (a, b)})
     anchor = players[0] if anchor is None else anchor
     i, j, wins_i, n_ties, wins_j = _pair_counts(comparisons, players)
     if not ties and n_ties.sum() > 0:
         raise ValueError("ties=False but the comparisons contain ties")
     total = wins_i + n_ties + wins_j
-    free = [k for k, p in enumerate(players) if p != anchor]
+    n = len(players)
+    size = n + 1 if ties else n  # θ for every player, then log ν
+    # Each outcome's direction in (θ_i, θ_j, log ν): i wins, j wins, tie.
+    directions = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 1.0]])[:, : 3 if ties else 2]
+    counts = np.stack([wins_i, wins_j, n_ties], axis=1)[:, : 3 if ties else 2]
+    columns = np.stack([i, j, np.full_like(i, n)], axis=1)[:, : 3 if ties else 2]
+    free = np.array([k for k in range(size) if k != players.index(anchor)])
 
-    def unpack(x: np.ndarray) -> tuple[np.ndarray, float]:
-        theta = np.zeros(len(players))
-        theta[free] = x[: len(free)]
-        return theta, (x[-1] if ties else -np.inf)
+    def evaluate(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """(log-likelihood, gradient, negative Hessian) at full parameter vector x."""
+        local = x[columns]  # [pairs, 2 or 3]
+        logits = local @ directions.T  # [pairs, outcomes]
+        if not ties:
+            logits = logits[:, :2]
+        top = logits.max(axis=1, keepdims=True)
+        log_d = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+        shares = np.exp(logits - log_d[:, None])
+        ll = float((counts * logits[:, : counts.shape[1]]).sum() - total @ log_d)
+        used = directions[: shares.shape[1]]
+        mean = shares @ used  # [pairs, dims]
+        grad_local = counts @ used - total[:, None] * mean
+        cov = np.einsum("po,od,oe->pde", shares, used, used) - np.einsum("pd,pe->pde", mean, mean)
+        grad = np.zeros(size)
+        hess = np.zeros((size, size))
+        np.add.at(grad, columns, grad_local)
+        dims = columns.shape[1]
+        for a in range(dims):
+            for b in range(dims):
+                np.add.at(hess, (columns[:, a], columns[:, b]), total * cov[:, a, b])
+        theta = x[:n]
+        penalty = ridge * float((theta**2).sum())
+        grad[:n] -= 2 * ridge * theta
+        hess[np.arange(n), np.arange(n)] += 2 * ridge
+        return ll - penalty, grad, hess
 
-    def negative_log_likelihood(x: np.ndarray) -> tuple[float, np.ndarray]:
-        theta, log_nu = unpack(x)
-        ti, tj = theta[i], theta[j]
-        half = (ti + tj) / 2
-        # log D computed stably around the larger of θ_i, θ_j
-        top = np.maximum(ti, tj)
-        terms = np.exp(ti - top) + np.exp(tj - top) + (np.exp(log_nu + half - top) if ties else 0.0)
-        log_d = top + np.log(terms)
-        ll = wins_i @ ti + wins_j @ tj - total @ log_d
-        if ties:
-            ll += n_ties @ (log_nu + half)
-        share_i = np.exp(ti - log_d)
-        share_j = np.exp(tj - log_d)
-        share_t = np.exp(log_nu + half - log_d) if ties else np.zeros_like(ti)
-        grad_theta = np.zeros(len(players))
-        np.add.at(grad_theta, i, wins_i + n_ties / 2 - total * (share_i + share_t / 2))
-        np.add.at(grad_theta, j, wins_j + n_ties / 2 - total * (share_j + share_t / 2))
-        grad = list(grad_theta[free] - 2 * ridge * theta[free])
-        if ties:
-            grad.append(n_ties.sum() - total @ share_t)
-        ll -= ridge * (theta[free] ** 2).sum()
-        return -ll, -np.array(grad)
-
-    start = np.zeros(len(free) + (1 if ties else 0))
+    x = np.zeros(size)
     if ties:
-        start[-1] = np.log(max(n_ties.sum(), 0.5) / max((wins_i + wins_j).sum(), 0.5))
-    result = minimize(negative_log_likelihood, start, jac=True, method="L-BFGS-B", options={"maxiter": 1000})
-    theta, log_nu = unpack(result.x)
-    return DavidsonFit(players, theta, float(np.exp(log_nu)), float(-result.fun), anchor)
+        x[n] = np.log(max(n_ties.sum(), 0.5) / max((wins_i + wins_j).sum(), 0.5))
+    ll, grad, hess = evaluate(x)
+    for _ in range(200):
+        step = np.zeros(size)
+        step[free] = np.linalg.lstsq(hess[np.ix_(free, free)], grad[free], rcond=None)[0]
+        scale = 1.0
+        while scale > 1e-8:  # halve the step until the likelihood does not fall
+            candidate = x + scale * step
+            new_ll, new_grad, new_hess = evaluate(candidate)
+            if new_ll >= ll - 1e-12:
+                break
+            scale /= 2
+        x, improvement = candidate, new_ll - ll
+        ll, grad, hess = new_ll, new_grad, new_hess
+        if abs(improvement) < tol and np.abs(grad[free]).max() < 1e-6 * max(1.0, total.sum()):
+            break
+    theta = x[:n] - x[players.index(anchor)]
+    nu = float(np.exp(x[n])) if ties else 0.0
+    return DavidsonFit(players, theta, nu, ll, anchor)
 
 
 def davidson_probabilities(fit: DavidsonFit, a: str, b: str) -> tuple[float, float, float]:
