@@ -65,8 +65,8 @@ def test_simulated_study_end_to_end_recovers_the_truth(pairs_study, tmp_path, ca
         hyperfit(["study", "report", str(db), "--out", str(tmp_path / "report"), "--bootstrap", "500"]) == 0
     )
     report = read_json(tmp_path / "report" / "report.json")
-    for system, by_length in report["systems"].items():
-        for length, cell in by_length.items():
+    for by_length in report["systems"].values():
+        for cell in by_length.values():
             assert {"n", "preferred", "equal", "preferred_or_equal", "ci"} <= set(cell)
             assert cell["preferred"] + cell["equal"] == pytest.approx(cell["preferred_or_equal"])
             assert cell["ci"][0] <= cell["preferred_or_equal"] <= cell["ci"][1]
