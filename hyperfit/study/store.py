@@ -21,6 +21,7 @@ import math
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,17 +176,23 @@ def create(path: str | Path, *, overwrite: bool = False) -> sqlite3.Connection:
     return conn
 
 
+# Writers in one process queue on this lock instead of on SQLite's busy handler, which polls with growing
+# sleeps and lets an unlucky request starve for seconds under many concurrent annotators.
+_WRITE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction, taken immediately (so two writers queue instead of deadlocking) and committed
     (fsynced) before the block's caller goes on."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    with _WRITE_LOCK:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 def get_setting(conn: sqlite3.Connection, key: str, default: Any = None) -> Any:
@@ -370,8 +377,11 @@ def next_assignment(conn: sqlite3.Connection, annotator_id: int, *, now: float |
     there), else a newly assigned one; None when the annotator is done. Returns what the page shows, never
     which system wrote which text."""
     now = time.time() if now is None else now
+    pending = _pending(conn, annotator_id)  # the common case (a reload, "continue later") needs no write
+    if pending is not None:
+        return _page(conn, pending)
     with write(conn):
-        pending = _pending(conn, annotator_id)
+        pending = _pending(conn, annotator_id)  # again inside the transaction: a parallel request may have won
         if pending is None:
             cfg = settings(conn)
             item_id = _choose_item(conn, annotator_id, cfg, now)
