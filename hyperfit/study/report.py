@@ -16,9 +16,9 @@ import numpy as np
 
 from hyperfit.common import stats as common_stats
 from hyperfit.common.analysis import rep_n, self_bleu, ttr
+from hyperfit.common.report import Cell, Plot, Report, Section, Series, Table, Text, write_report_files
 from hyperfit.common.runs import HyperfitError, write_json, write_text_atomic
 from hyperfit.study import stats, store
-from hyperfit.study._render import Cell, Plot, Report, Section, Series, Table, Text, write_report_files
 from hyperfit.study.app import votes_csv
 from hyperfit.study.items import REFERENCE
 

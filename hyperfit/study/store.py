@@ -121,7 +121,6 @@ def _configure(conn: sqlite3.Connection) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")  # other writers (a CLI import while serving) wait, not fail
-    conn.create_function("study_rank", 3, _rank, deterministic=True)
     return conn
 
 
@@ -303,9 +302,27 @@ def _digest_int(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
-def _rank(seed: int, annotator_id: int, item_id: int) -> int:
-    """The annotator's own random order of items (a stable function of the recorded seed)."""
-    return _digest_int(seed, "order", annotator_id, item_id) >> 1  # fits SQLite's signed 64-bit integers
+_MASK = (1 << 64) - 1
+
+
+def _ranks(seed: int, annotator_id: int, item_ids: list[int]) -> list[int]:
+    """The annotator's own random order of items: a splitmix64 hash of the item id under a per-annotator key
+    drawn from the recorded seed (cheap enough to rank a whole study on every request)."""
+    key = _digest_int(seed, "order", annotator_id)
+    ranks = []
+    for item_id in item_ids:
+        z = (key + 0x9E3779B97F4A7C15 * (item_id + 1)) & _MASK
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+        ranks.append(z ^ (z >> 31))
+    return ranks
+
+
+def _first_in_order(seed: int, annotator_id: int, item_ids: list[int]) -> int | None:
+    if not item_ids:
+        return None
+    ranks = _ranks(seed, annotator_id, item_ids)
+    return item_ids[ranks.index(min(ranks))]
 
 
 def left_side(seed: int, annotator_id: int, item_id: int) -> str:
@@ -348,28 +365,34 @@ def _choose_item(conn: sqlite3.Connection, annotator_id: int, cfg: dict, now: fl
     seed = cfg["seed"]
     phase = (_digest_int(seed, "phase", annotator_id) % 1000) / 1000
     if served["checks"] < math.floor((served["n"] + 1) * cfg.get("check_share", 0.0) + phase):
-        row = conn.execute(
+        unseen = conn.execute(
             "SELECT i.id FROM items i WHERE i.kind = 'check' AND NOT EXISTS (SELECT 1 FROM assignments x "
-            "WHERE x.item_id = i.id AND x.annotator_id = :me) ORDER BY study_rank(:seed, :me, i.id) LIMIT 1",
-            {"me": annotator_id, "seed": seed},
-        ).fetchone()
-        if row is not None:
-            return row[0]
+            "WHERE x.item_id = i.id AND x.annotator_id = ?)",
+            (annotator_id,),
+        ).fetchall()
+        check = _first_in_order(seed, annotator_id, [r[0] for r in unseen])
+        if check is not None:
+            return check
     cutoff = now - 60 * cfg.get("stale_minutes", 60)
-    row = conn.execute(
-        """
-        SELECT i.id, (SELECT COUNT(*) FROM assignments x LEFT JOIN votes v ON v.assignment_id = x.id
-                      WHERE x.item_id = i.id AND (v.id IS NOT NULL OR x.served_at > :cutoff)) AS live
-        FROM items i
-        WHERE i.kind != 'check'
-          AND NOT EXISTS (SELECT 1 FROM assignments x WHERE x.item_id = i.id AND x.annotator_id = :me)
-          AND live < :annotations
-        ORDER BY live DESC, study_rank(:seed, :me, i.id)
-        LIMIT 1
-        """,
-        {"me": annotator_id, "seed": seed, "cutoff": cutoff, "annotations": cfg["annotations"]},
-    ).fetchone()
-    return None if row is None else row[0]
+    # One pass over the assignments (not a subquery per item): live slots per item, and this annotator's items.
+    live: dict[int, int] = {}
+    mine: set[int] = set()
+    for item_id, owner, voted, served_at in conn.execute(
+        "SELECT a.item_id, a.annotator_id, v.id IS NOT NULL, a.served_at FROM assignments a "
+        "LEFT JOIN votes v ON v.assignment_id = a.id"
+    ):
+        if owner == annotator_id:
+            mine.add(item_id)
+        if voted or served_at > cutoff:
+            live[item_id] = live.get(item_id, 0) + 1
+    open_items: dict[int, list[int]] = {}
+    for (item_id,) in conn.execute("SELECT id FROM items WHERE kind != 'check'"):
+        filled = live.get(item_id, 0)
+        if item_id not in mine and filled < cfg["annotations"]:
+            open_items.setdefault(filled, []).append(item_id)
+    if not open_items:
+        return None
+    return _first_in_order(seed, annotator_id, open_items[max(open_items)])
 
 
 def next_assignment(conn: sqlite3.Connection, annotator_id: int, *, now: float | None = None) -> dict | None:
@@ -381,7 +404,9 @@ def next_assignment(conn: sqlite3.Connection, annotator_id: int, *, now: float |
     if pending is not None:
         return _page(conn, pending)
     with write(conn):
-        pending = _pending(conn, annotator_id)  # again inside the transaction: a parallel request may have won
+        pending = _pending(
+            conn, annotator_id
+        )  # again inside the transaction: a parallel request may have won
         if pending is None:
             cfg = settings(conn)
             item_id = _choose_item(conn, annotator_id, cfg, now)
