@@ -67,8 +67,7 @@ def background_server(db_path: str | Path, *, port: int | None = None) -> Iterat
     with store.serve_lock(db_path):
         for _ in range(3):  # a free port can be taken between choosing and binding it
             server = uvicorn.Server(_uvicorn_config(db_path, "127.0.0.1", port or free_port()))
-            server.install_signal_handlers = lambda: None  # not the main thread
-            thread = threading.Thread(target=server.run, daemon=True)
+            thread = threading.Thread(target=server.run, daemon=True)  # uvicorn leaves signals alone here
             thread.start()
             deadline = time.monotonic() + 30
             while not server.started and thread.is_alive() and time.monotonic() < deadline:
