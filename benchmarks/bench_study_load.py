@@ -121,7 +121,9 @@ class Annotator(threading.Thread):
 
     def run(self) -> None:
         try:
-            with httpx.Client(base_url=self.base, timeout=30, headers={"Accept": "application/json"}) as client:
+            with httpx.Client(
+                base_url=self.base, timeout=30, headers={"Accept": "application/json"}
+            ) as client:
                 for n in range(self.votes):
                     item = self.request(client, "GET", f"/a/{self.token}/item").json()["item"]
                     if item is None:
@@ -147,7 +149,9 @@ def votes_in(db: Path) -> tuple[set[str], int, int]:
     conn = sqlite3.connect(db)
     ids = {r[0] for r in conn.execute("SELECT submission_id FROM votes")}
     rows = conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
-    distinct = conn.execute("SELECT COUNT(*) FROM (SELECT DISTINCT annotator_id, item_id FROM votes)").fetchone()[0]
+    distinct = conn.execute(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT annotator_id, item_id FROM votes)"
+    ).fetchone()[0]
     conn.close()
     return ids, rows, distinct
 
@@ -166,7 +170,8 @@ def run_load(db: Path, *, annotators: int, votes: int, kill_after: int | None) -
     ledger = {"replays": 0, "replays_sent": 0}
     stop_at = time.monotonic() + 900
     clients = [
-        Annotator(f"http://127.0.0.1:{port}", t, votes, replay_every=10, ledger=ledger, stop_at=stop_at) for t in tokens
+        Annotator(f"http://127.0.0.1:{port}", t, votes, replay_every=10, ledger=ledger, stop_at=stop_at)
+        for t in tokens
     ]
     started = time.perf_counter()
     for client in clients:
@@ -252,10 +257,13 @@ def main() -> None:
             print(phase, json.dumps(results[phase], indent=1))
         results["sync"] = sync_cost(folder)
         print("sync", json.dumps(results["sync"]))
-    ok = all(
-        r["lost"] == 0 and r["duplicated"] == 0 and r["votes_stored"] == needed and not r["client_errors"]
-        for r in (results["load"], results["sigkill"])
-    ) and results["sigkill"]["lost_at_kill"] == 0
+    ok = (
+        all(
+            r["lost"] == 0 and r["duplicated"] == 0 and r["votes_stored"] == needed and not r["client_errors"]
+            for r in (results["load"], results["sigkill"])
+        )
+        and results["sigkill"]["lost_at_kill"] == 0
+    )
     results["ok"] = ok
     results["cpu_count"] = os.cpu_count()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,13 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture()
 def browser_page(tmp_path):
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip extra 'study')")
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip extra 'study')"
+    )
     if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) to run browser tests")
+        pytest.skip(
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) to run browser tests"
+        )
     with playwright_api.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh user-data directory
@@ -45,7 +49,9 @@ def browser_page(tmp_path):
             context.close()
 
 
-def test_an_annotator_reads_votes_by_click_and_key_reloads_and_continues(browser_page, study_fit_run, tmp_path):
+def test_an_annotator_reads_votes_by_click_and_key_reloads_and_continues(
+    browser_page, study_fit_run, tmp_path
+):
     page = browser_page
     db = tmp_path / "study.db"
     build_study(StudyConfig(sources=[str(study_fit_run)], lengths=[24], check_share=0.0), db)
@@ -53,7 +59,9 @@ def test_an_annotator_reads_votes_by_click_and_key_reloads_and_continues(browser
     [(annotator_id, token)] = store.add_annotators(conn, 1)
     # Model text is arbitrary: markup in it must be shown, never run.
     raw = sqlite3.connect(db)
-    raw.execute("UPDATE texts SET text = '<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\"> ' || text")
+    raw.execute(
+        "UPDATE texts SET text = '<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\"> ' || text"
+    )
     raw.commit()
     raw.close()
 
@@ -73,7 +81,9 @@ def test_an_annotator_reads_votes_by_click_and_key_reloads_and_continues(browser
     with background_server(db) as url:
         page.goto(f"{url}/a/{token}")
         assert page.inner_text("h1") == "Which continuation is better?"
-        assert "keys 1 (left is better), 2 (equally good) and 3 (right is better)" in page.inner_text("#instructions")
+        assert "keys 1 (left is better), 2 (equally good) and 3 (right is better)" in page.inner_text(
+            "#instructions"
+        )
         with page.expect_navigation():
             page.click("#start")
         made = []
