@@ -199,3 +199,11 @@ def test_a_database_of_another_schema_version_is_refused(study_fit_run, tmp_path
     junk.write_bytes(b"this is not sqlite at all" * 100)
     assert hyperfit(["study", "annotators", str(junk)]) == 2
     assert "not an SQLite database" in one_error_line(capsys)
+
+
+def test_a_report_before_any_vote_says_so(study_fit_run, tmp_path, capsys):
+    db = tmp_path / "study.db"
+    build_study(StudyConfig(sources=[str(study_fit_run)], lengths=[12]), db)
+    assert hyperfit(["study", "report", str(db), "--out", str(tmp_path / "r")]) == 2
+    assert "has no votes yet" in one_error_line(capsys)
+    assert not (tmp_path / "r").exists()

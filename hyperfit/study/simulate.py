@@ -220,13 +220,20 @@ def simulate(
     votes_per_annotator: int | None = None,
 ) -> dict:
     """Add ``annotators`` simulated annotators and let them vote over HTTP (a local server is started unless
-    ``base_url`` names a running one). Returns the vote count, replays and request latencies."""
+    ``base_url`` names a running one), each at most ``votes_per_annotator`` times (default: an even share of the
+    study, plus a half). Returns the vote count, replays and request latencies."""
     from hyperfit.study.server import background_server
 
     if annotators < 1:
         raise HyperfitError("--annotators must be at least 1.")
     db_path = Path(db_path)
     conn = store.connect(db_path)
+    if votes_per_annotator is None:
+        # Like a real pool, each annotator does a share of the work (with slack for checks and for annotators
+        # who run out); without a limit the first few threads would take every item.
+        cfg = store.settings(conn)
+        slots = store.counts(conn)["items"] * cfg["annotations"] / max(1e-9, 1 - cfg.get("check_share", 0.0))
+        votes_per_annotator = math.ceil(1.5 * slots / annotators)
     made = store.add_annotators(conn, annotators, source="simulated")
     rng = random.Random(truth.seed)
     kinds = [rng.random() < truth.spammers for _ in made]
