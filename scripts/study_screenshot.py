@@ -1,6 +1,6 @@
 """Screenshot of the annotation page of a study (the README's docs/study-page.png), in Debian's chromium.
 
-Adds one annotator named "screenshot" to a COPY of the database (the study itself is not touched), opens its
+Copies the database (the study itself is not touched), empties the copy's votes, adds one annotator, opens its
 first comparison and saves a PNG.
 
     python scripts/study_screenshot.py STUDY.db docs/study-page.png
@@ -35,6 +35,9 @@ def main(db: str, out: str) -> None:
         source.execute(f"VACUUM INTO '{copy}'")  # a consistent copy, WAL included
         source.close()
         conn = store.connect(copy)
+        with store.write(conn):  # the copy starts empty, as the first annotator sees the study
+            conn.execute("DELETE FROM votes")
+            conn.execute("DELETE FROM assignments")
         [(_, token)] = store.add_annotators(conn, 1, labels=["screenshot"])
         conn.close()
         with background_server(copy) as url, sync_playwright() as p:
