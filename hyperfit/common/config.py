@@ -71,6 +71,25 @@ class TrainConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Trade compute for activation memory."}
     )
+    train_layers: str = field(
+        default="all",
+        metadata={
+            "help": "Which parameters to train, the rest frozen: all, last:K / first:K (repeated blocks), "
+            "embeddings, head, norm, or a regex of parameter names (comma list; re:REGEX for one with commas)."
+        },
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "LoRA rank (peft) on the linear layers --train_layers selects; 0 = no LoRA."},
+    )
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator (scale = alpha / r)."})
+    lora_targets: str = field(
+        default="",
+        metadata={
+            "help": "LoRA target modules by name (comma list, e.g. q_proj,v_proj); '' = every linear layer "
+            "inside the blocks."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
@@ -88,6 +107,10 @@ class TrainConfig:
             )
         if self.eval_every_epochs < 1:
             raise HyperfitError("eval_every_epochs must be ≥ 1; pass a larger value to evaluate less often.")
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise HyperfitError(
+                f"lora_r must be ≥ 0 and lora_alpha > 0, got {self.lora_r} and {self.lora_alpha}; e.g. --lora_r 8."
+            )
 
 
 @dataclass
@@ -120,6 +143,13 @@ class EvalConfig:
     word_finish: bool = field(
         default=False,
         metadata={"help": "Citation blocker lets the current word finish before blocking (text only)."},
+    )
+    blocker_include_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Citation blocker: the n-1 ids it looks up may include prompt ids (false = only generated ids "
+            "count, so a copy that starts inside the prompt is not blocked)."
+        },
     )
 
     def strategy_names(self) -> list[str]:

@@ -287,13 +287,16 @@ DECODING_COLUMNS = (
     "rep_2",
     "rep_3",
     "rep_4",
+    "word_rep_4",
     "diversity",
+    "word_diversity",
     "distinct_2",
     "self_bleu",
     "loop_share",
     "copy_gt10_share",
     "copy_mean_longest",
     "blocker_fired",
+    "blocker_changed",
     "temperature",
 )
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, write_json
+from hyperfit.text.metrics import word_metrics
 from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm, word_start_ids
 
 
@@ -217,13 +217,12 @@ def main(configs: tuple) -> dict:
             ttr_window=eval_cfg.ttr_window,
             word_start_ids=word_start_ids(tokenizer) if eval_cfg.word_finish else None,
             blocker_n=eval_cfg.blocker_n,
+            blocker_include_prompt=eval_cfg.blocker_include_prompt,
         )
     prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
     for (model_name, strategy), sequences in generations.items():
         texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        table[model_name][strategy]["word_ttr"] = mean_ttr(
-            [t.split() for t in texts], window=eval_cfg.ttr_window
-        )
+        table[model_name][strategy].update(word_metrics(texts, ttr_window=eval_cfg.ttr_window))
         records = [
             {"index": i, "prompt": p, "continuation": t, "reference": r, "ids": s}
             for i, (p, t, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))

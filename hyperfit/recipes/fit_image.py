@@ -19,6 +19,7 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
+from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
@@ -216,10 +217,11 @@ def main(configs: tuple) -> dict:
         )
         _write_codes(run, "generations/original_sampled.jsonl", sampled.codes)
 
+    model, trainable = prepare_trainable(model, train_cfg)
     result = train(
         model, train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=1
     )
-    model = result.pop("model")
+    model = finish_trainable(result.pop("model"))
 
     if accelerator.is_main_process:
         blocker = CitationBlocker(splits.train_codes, n=eval_cfg.blocker_n)
@@ -281,11 +283,13 @@ def main(configs: tuple) -> dict:
             "blocker": {
                 "n": eval_cfg.blocker_n,
                 "fired": blocker.fired,
+                "changed": blocker.changed,
                 "blocked_tokens": blocker.blocked_tokens,
             },
             "grid": "grid.png",
             "grid_caption": "rows: held-out images; columns: " + " | ".join(grid),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
+            "trainable": trainable,
             "epoch_losses": result["epoch_losses"],
             "wall_seconds": time.perf_counter() - started,
         }
