@@ -83,9 +83,7 @@ def ttr_by_position(seqs: Iterable[Tokens], *, window: int = 96, step: int = 1) 
     rows = [_items(seq) for seq in seqs]
     longest = max((len(r) for r in rows), default=0)
     positions = list(range(window, longest + 1, step))
-    per_sequence = [
-        [len(set(r[p - window : p])) / window for p in positions if p <= len(r)] for r in rows
-    ]
+    per_sequence = [[len(set(r[p - window : p])) / window for p in positions if p <= len(r)] for r in rows]
     means, counts = [], []
     for i in range(len(positions)):
         values = [v[i] for v in per_sequence if i < len(v)]

@@ -119,7 +119,9 @@ def layer_change(h_a: torch.Tensor, h_b: torch.Tensor) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def mean_distribution(logits: torch.Tensor, *, bias: torch.Tensor | None = None, chunk: int = 256) -> torch.Tensor:
+def mean_distribution(
+    logits: torch.Tensor, *, bias: torch.Tensor | None = None, chunk: int = 256
+) -> torch.Tensor:
     """Mean over positions of softmax(``logits[N, v]`` + bias), float64, computed in chunks of positions."""
     total = torch.zeros(logits.size(-1), dtype=torch.float64)
     for start in range(0, logits.size(0), chunk):

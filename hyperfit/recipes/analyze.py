@@ -45,7 +45,9 @@ class AnalyzeConfig:
     )
     original: str = field(
         default=DEFAULT_MODEL,
-        metadata={"help": "The model before hyperfitting: hub name, directory, .gguf or the offline default."},
+        metadata={
+            "help": "The model before hyperfitting: hub name, directory, .gguf or the offline default."
+        },
     )
     out: str = field(default="runs/analyze", metadata={"help": "Output directory."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
@@ -167,8 +169,12 @@ def main(configs: tuple) -> dict:
     for name, seqs in decodes.items():
         out.write_jsonl(
             f"generations/{name.split(' (')[0].replace(' ', '_').replace('+', 'plus').replace('=', '')}.jsonl",
-            [{"index": i, "continuation": t, "ids": s} for i, (t, s) in enumerate(zip(
-                tokenizer.batch_decode(seqs, skip_special_tokens=True), seqs, strict=True))],
+            [
+                {"index": i, "continuation": t, "ids": s}
+                for i, (t, s) in enumerate(
+                    zip(tokenizer.batch_decode(seqs, skip_special_tokens=True), seqs, strict=True)
+                )
+            ],
         )
 
     claims = _claims(decoding, reordering, layers, increments, temperature)
@@ -318,7 +324,9 @@ def write_analyze_report(out: Path, summary: dict, claims: list[list[str]]) -> P
         [
             name,
             fmt_ci(d["ttr"], d["ttr_ci"]),
-            "–" if d["minus_hyperfitted"] is None else fmt_ci(d["minus_hyperfitted"]["diff"], d["minus_hyperfitted"]["ci"]),
+            "–"
+            if d["minus_hyperfitted"] is None
+            else fmt_ci(d["minus_hyperfitted"]["diff"], d["minus_hyperfitted"]["ci"]),
             "–" if d["minus_hyperfitted"] is None else fmt(d["minus_hyperfitted"]["p"]),
         ]
         for name, d in summary["decoding"].items()
@@ -329,7 +337,10 @@ def write_analyze_report(out: Path, summary: dict, claims: list[list[str]]) -> P
         for key, label in (
             ("argmax_changed", "top-1 token changed"),
             ("sharpened_only", "same top-1, more probability on it (sharpened only)"),
-            ("top_k_kendall_tau", f"Kendall τ of the original's top-{r['top_k']} order under the hyperfitted model"),
+            (
+                "top_k_kendall_tau",
+                f"Kendall τ of the original's top-{r['top_k']} order under the hyperfitted model",
+            ),
             ("plain_agreement", "top-1 agreement: original vs hyperfitted"),
             ("static_agreement", "top-1 agreement: original + static bias vs hyperfitted"),
             ("static_reproduces", "of the changed positions: reproduced by the static bias"),
@@ -367,9 +378,7 @@ def write_analyze_report(out: Path, summary: dict, claims: list[list[str]]) -> P
             ],
         ),
     ]
-    return write_tables_report(
-        out, title=f"hyperfit analyze — {out}", intro=intro, sections=sections
-    )
+    return write_tables_report(out, title=f"hyperfit analyze — {out}", intro=intro, sections=sections)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWa
 
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
-from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.evaluate import teacher_forced_stats
+from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
 from hyperfit.common.train import build_accelerator, train

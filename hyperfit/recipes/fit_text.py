@@ -22,8 +22,8 @@ from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha2
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
 from hyperfit.text.metrics import word_metrics
-from hyperfit.text.retention import domain_perplexities, retention_summary, run_domain_blocks
 from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
+from hyperfit.text.retention import domain_perplexities, retention_summary, run_domain_blocks
 
 CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
 
@@ -118,7 +118,12 @@ def main(configs: tuple) -> dict:
     # Knowledge retention: teacher-forced perplexity on every bundled domain, before training and after.
     domains, retention_before = {}, {}
     if accelerator.is_main_process:
-        domains = run_domain_blocks(tokenizer, source=data_cfg.data, eval_ids=splits.eval_ids)
+        domains = run_domain_blocks(
+            tokenizer,
+            source=data_cfg.data,
+            eval_ids=splits.eval_ids,
+            domains=data_cfg.retention_domain_names(),
+        )
         with torch.no_grad(), accelerator.autocast():
             retention_before = domain_perplexities(model, domains, batch_size=eval_cfg.eval_batch_size)
     model, trainable = prepare_trainable(model, train_cfg)

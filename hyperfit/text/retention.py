@@ -92,9 +92,7 @@ def perplexity_change(before: dict, after: dict) -> dict:
     }
 
 
-def domain_perplexities(
-    model, blocks: dict[str, dict], *, batch_size: int = 16
-) -> dict[str, dict]:
+def domain_perplexities(model, blocks: dict[str, dict], *, batch_size: int = 16) -> dict[str, dict]:
     """:func:`block_perplexity` of ``model`` on each domain's blocks (from :func:`domain_blocks`)."""
     return {source: block_perplexity(model, b["ids"], batch_size=batch_size) for source, b in blocks.items()}
 
@@ -211,10 +209,13 @@ def cloze_source_items(
     return cloze_items(docs, n_items=n_items, seed=seed, skip_docs=skip_docs)
 
 
-def run_domain_blocks(tokenizer, *, source: str, eval_ids: torch.Tensor, seed: int = 0) -> dict[str, dict]:
+def run_domain_blocks(
+    tokenizer, *, source: str, eval_ids: torch.Tensor, domains: list[str], seed: int = 0
+) -> dict[str, dict]:
     """The blocks a fit-text run is scored on for retention: its own held-out blocks for the domain it trained
-    on, and as many blocks of the same length from every other bundled corpus (gensim missing: only its own)."""
-    others = tuple(s for s in BUNDLED if s != source)
+    on, and as many blocks of the same length from each other corpus in ``domains`` (gensim missing: only its
+    own)."""
+    others = tuple(s for s in domains if s != source)
     blocks = domain_blocks(
         tokenizer, n_blocks=eval_ids.size(0), block_len=eval_ids.size(1), seed=seed, sources=others
     )

@@ -20,6 +20,7 @@ from hyperfit.recipes.experiments.early_stop import early_stop
 from hyperfit.recipes.experiments.lr_epochs import lr_epochs
 from hyperfit.recipes.experiments.report import write_experiment_report
 from hyperfit.recipes.experiments.shared import CONFIGS, PRESETS, Context, Outcome, _floats, _ints
+from hyperfit.recipes.experiments.which_layers import which_layers
 from hyperfit.text.data import check_source
 from hyperfit.text.model import ModelConfig, load_causal_lm, resolve_model
 
@@ -34,6 +35,8 @@ QUESTIONS = {
     "lr-epochs": "Reviewers' request (PAPER.md §10): sensitivity to the learning rate and the number of epochs.",
     "early-stop": "Reviewers' request (PAPER.md §10): is near-zero training loss needed, or does any fine-tuning on "
     "the same blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P.",
+    "which-layers": "Where the effect lives (Li et al. 2026: the change sits in the final block; LoRA on the last 5 "
+    "layers suffices): full hyperfitting vs the last block only, embeddings + head only and LoRA, at equal updates.",
 }
 
 EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
@@ -42,6 +45,7 @@ EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
     "domain": domain,
     "lr-epochs": lr_epochs,
     "early-stop": early_stop,
+    "which-layers": which_layers,
 }
 
 
@@ -80,6 +84,11 @@ def check(name: str, configs: tuple) -> None:
             raise HyperfitError("lr-epochs needs positive learning rates; pass e.g. --lrs 1e-5,4e-5.")
         if not _ints(exp.epoch_grid, "epoch_grid") or min(_ints(exp.epoch_grid, "epoch_grid")) < 1:
             raise HyperfitError("lr-epochs needs epoch counts ≥ 1; pass e.g. --epoch_grid 5,10,20.")
+    if name == "which-layers":
+        if exp.lora_rank < 1 or exp.lora_lr <= 0:
+            raise HyperfitError("which-layers needs --lora_rank ≥ 1 and a positive --lora_lr.")
+        if train_cfg.train_layers != "all" or train_cfg.lora_r:
+            raise HyperfitError("which-layers sets --train_layers and --lora_r per variant; drop them.")
     if name == "early-stop":
         if train_cfg.epochs < 2:
             raise HyperfitError("early-stop needs --epochs ≥ 2 so that an earlier stop exists.")
@@ -169,6 +178,7 @@ experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and on
   domain      train on each domain, evaluate on every domain                        (--domains)
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
   early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
+  which-layers  full vs last block vs embeddings+head vs LoRA, equal updates   (--lora_layers, --lora_rank, --lora_lr)
 
 --preset cpu (default) runs on 2 CPU cores in 7-12 minutes each; --preset paper is the paper's scale.
 `hyperfit experiment NAME --help` lists every option."""
