@@ -14,6 +14,7 @@ from hyperfit.common.analysis import ttr
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.runs import read_jsonl
 from hyperfit.recipes.experiments.shared import Context, Outcome, _fmt
+from hyperfit.text.model import ModelConfig
 
 # (variant, --train_layers, LoRA?) in report order; LoRA uses --lora_layers / --lora_rank / --lora_lr.
 VARIANTS = (
@@ -34,11 +35,13 @@ def which_layers(ctx: Context) -> Outcome:
     """
     exp = ctx.exp
     summaries, trains = {}, {}
+    # Only the before/after evaluations are read, so none in between (they would cost a third of the time).
+    base = replace(ctx.train, eval_every_epochs=max(ctx.train.epochs, 1))
     for variant, layers, lora in VARIANTS:
-        train = replace(ctx.train, train_layers=layers or "all")
+        train = replace(base, train_layers=layers or "all")
         if lora:
             train = replace(
-                ctx.train,
+                base,
                 train_layers=exp.lora_layers,
                 lora_r=exp.lora_rank,
                 lora_alpha=2.0 * exp.lora_rank,
@@ -49,7 +52,13 @@ def which_layers(ctx: Context) -> Outcome:
     first = VARIANTS[0][0]
     blocks = ctx.held_out(first)
     per_block = {"original": ctx.derived(ctx.out / "original_blocks.json", ctx.model, _block_stats(blocks))}
-    for variant, _, _ in VARIANTS:
+    # The full variant keeps its model/ so that `hyperfit analyze --hyperfitted DIR/runs/full` can follow.
+    per_block[first] = ctx.derived(
+        ctx.run_dir(first) / "blocks.json",
+        ModelConfig(model=str(ctx.run_dir(first) / "model")),
+        _block_stats(blocks),
+    )
+    for variant, _, _ in VARIANTS[1:]:
         per_block[variant] = ctx.variant_derived(variant, "blocks.json", _block_stats(blocks))
     per_prompt = {"original": _prompt_ttrs(ctx, first, last=False, window=ctx.eval.ttr_window)}
     for variant, _, _ in VARIANTS:
