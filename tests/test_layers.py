@@ -20,7 +20,14 @@ def blocks(n: int, t: int, *, seed: int = 1) -> torch.Tensor:
 
 def fit(tmp_path, model, **overrides):
     cfg = TrainConfig(
-        **{"lr": 3e-3, "epochs": 2, "batch_size": 4, "precision": "fp32", "eval_every_epochs": 10, **overrides}
+        **{
+            "lr": 3e-3,
+            "epochs": 2,
+            "batch_size": 4,
+            "precision": "fp32",
+            "eval_every_epochs": 10,
+            **overrides,
+        }
     )
     model, description = prepare_trainable(model, cfg)
     result = train(
@@ -98,7 +105,9 @@ def test_a_regex_selects_by_name_and_a_bad_spec_lists_the_names():
         "model.layers.{0-1}.mlp.up_proj.weight",
         "model.layers.{0-1}.mlp.down_proj.weight",
     ]
-    with pytest.raises(HyperfitError, match=r"matches no parameter.*model\.layers\.\{0-1\}\.self_attn\.q_proj"):
+    with pytest.raises(
+        HyperfitError, match=r"matches no parameter.*model\.layers\.\{0-1\}\.self_attn\.q_proj"
+    ):
         prepare_trainable(make_tiny_llama(VOCAB), TrainConfig(train_layers="attention_of_doom"))
     with pytest.raises(HyperfitError, match="has 2 blocks"):
         prepare_trainable(make_tiny_llama(VOCAB), TrainConfig(train_layers="last:5"))

@@ -12,24 +12,6 @@ from hyperfit.common.runs import HyperfitError, read_json
 from hyperfit.recipes.retention import parse_tasks
 from hyperfit.text.retention import cloze_items, perplexity_change, score_cloze
 from tests.conftest import make_tiny_llama
-from tests.test_fit_text import TINY
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_tokenizer):
-    """One finished tiny fit-text run (saved model, real news text) shared by the tests below."""
-    from tests.conftest import corpus_lines
-
-    root = tmp_path_factory.mktemp("retention")
-    model_dir = root / "tiny-llama"
-    make_tiny_llama(len(tiny_tokenizer)).save_pretrained(model_dir)
-    tiny_tokenizer.save_pretrained(model_dir)
-    news = root / "news.txt"
-    news.write_text("\n".join(corpus_lines()[:80]) + "\n", encoding="utf-8")
-    out = root / "run"
-    argv = ["fit-text", "--model", str(model_dir), "--data", str(news), "--out", str(out), *TINY]
-    assert hyperfit([*argv, "--strategies", "greedy"]) == 0
-    return model_dir, out
 
 
 def test_fit_text_summary_reports_perplexity_on_every_bundled_domain(tiny_run):

@@ -62,13 +62,18 @@ class AnalyzeConfig:
     )
 
 
-def load_pair(cfg: AnalyzeConfig):
-    run_dir = Path(cfg.hyperfitted)
-    if not (run_dir / "summary.json").exists() or not (run_dir / "model" / "config.json").exists():
+def check_run(run_dir: Path) -> None:
+    if not all(
+        (run_dir / name).exists() for name in ("summary.json", "config.json", "data.pt", "model/config.json")
+    ):
         raise HyperfitError(
             f"{run_dir} is not a finished fit-text run with a saved model/; pass --hyperfitted RUN_DIR of a "
             "run made with --save_model true (the default)."
         )
+
+
+def load_pair(cfg: AnalyzeConfig):
+    run_dir = Path(cfg.hyperfitted)
     original, tokenizer, original_description = load_causal_lm(ModelConfig(model=cfg.original))
     hyperfitted, other, _ = load_causal_lm(ModelConfig(model=str(run_dir / "model")))
     if other.get_vocab() != tokenizer.get_vocab():
@@ -87,9 +92,10 @@ def claim_row(claim: str, measure: str, value: str, holds: bool | None, why: str
 def main(configs: tuple) -> dict:
     (cfg,) = configs
     started = time.perf_counter()
-    run_cfg = read_json(Path(cfg.hyperfitted) / "config.json") if Path(cfg.hyperfitted).is_dir() else {}
-    original, hyperfitted, tokenizer, original_description = load_pair(cfg)
+    check_run(Path(cfg.hyperfitted))
+    run_cfg = read_json(Path(cfg.hyperfitted) / "config.json")
     out = Run.open(cfg.out, overwrite=cfg.overwrite, resume=False)
+    original, hyperfitted, tokenizer, original_description = load_pair(cfg)
     data = torch.load(Path(cfg.hyperfitted) / "data.pt")
     blocks = data["eval_ids"]
     n_blocks = blocks.size(0)
