@@ -31,8 +31,8 @@ from hyperfit.common.mechanism import (
     participation_ratios,
     rank_reordering,
 )
+from hyperfit.common.report import Cell, Report, Section, Table, Text, write_report_files
 from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
-from hyperfit.recipes.tables_report import fmt, fmt_ci, write_tables_report
 from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm
 
 
@@ -84,9 +84,30 @@ def load_pair(cfg: AnalyzeConfig):
     return original.eval(), hyperfitted.eval(), tokenizer, original_description
 
 
-def claim_row(claim: str, measure: str, value: str, holds: bool | None, why: str) -> list[str]:
-    verdict = "–" if holds is None else "holds here" if holds else "does not hold here"
-    return [claim, measure, value, verdict, why]
+def claim(
+    text: str,
+    measure: str,
+    value: float,
+    ci,
+    holds: bool,
+    reading: str,
+    *,
+    p=None,
+    fmt: str = "{:+.3f}",
+    detail: str = "",
+) -> dict:
+    """One claim checked on this pair, JSON-able (summary.json) and renderable (:func:`claim_rows`)."""
+    return {
+        "claim": text,
+        "measure": measure,
+        "value": value,
+        "ci": list(ci),
+        "p": p,
+        "fmt": fmt,
+        "detail": detail,
+        "verdict": "holds here" if holds else "does not hold here",
+        "reading": reading,
+    }
 
 
 def main(configs: tuple) -> dict:
@@ -199,7 +220,7 @@ def main(configs: tuple) -> dict:
         "entropy_matched_temperature": temperature,
         "target_entropy": target_entropy,
         "decoding": decoding,
-        "claims": [dict(zip(CLAIM_COLUMNS, row, strict=True)) for row in claims],
+        "claims": claims,
         "wall_seconds": time.perf_counter() - started,
     }
     write_analyze_report(out.path, summary, claims)
@@ -253,93 +274,129 @@ def _increments(layers: list[dict]) -> dict:
     return out
 
 
-CLAIM_COLUMNS = ("claim", "measure", "value [95 % CI]", "verdict", "reading")
+CLAIM_COLUMNS = ["claim", "measure", "value", "verdict", "reading"]
 
 
-def _claims(decoding, reordering, layers, increments, temperature) -> list[list[str]]:
+def _claims(decoding, reordering, layers, increments, temperature) -> list[dict]:
     rows = []
     matched = next(v for k, v in decoding.items() if "entropy-matched" in k)["minus_hyperfitted"]
     rows.append(
-        claim_row(
+        claim(
             "An entropy-matched temperature does not reproduce the gain",
             f"TTR: original sampled at T = {temperature:.2f} minus hyperfitted greedy (paired over prompts)",
-            f"{fmt_ci(matched['diff'], matched['ci'])}, p = {fmt(matched['p'])}",
+            matched["diff"],
+            matched["ci"],
             matched["ci"][1] < 0,
             "holds if the whole interval is below 0",
+            p=matched["p"],
         )
     )
     static = decoding["original + static bias, greedy"]["minus_hyperfitted"]
     rows.append(
-        claim_row(
+        claim(
             "A static per-token reweighting does not reproduce the gain",
             "TTR: original + fitted static logit bias (greedy) minus hyperfitted greedy",
-            f"{fmt_ci(static['diff'], static['ci'])}, p = {fmt(static['p'])}",
+            static["diff"],
+            static["ci"],
             static["ci"][1] < 0,
             "holds if the whole interval is below 0",
+            p=static["p"],
         )
     )
     changed, repro = reordering["argmax_changed"], reordering["static_reproduces"]
     rows.append(
-        claim_row(
+        claim(
             "The change is a context-dependent rank reordering",
-            "share of held-out positions whose top-1 token changed; of those, share the static bias reproduces",
-            f"{fmt_ci(changed['value'], changed['ci'])}; reproduced {fmt_ci(repro['value'], repro['ci'])}",
+            "share of held-out positions whose top-1 token changed (detail: share of those the static bias "
+            "reproduces)",
+            changed["value"],
+            changed["ci"],
             changed["ci"][0] > 0 and repro["ci"][1] < 0.5,
-            "holds if top-1 changes at some positions and a static bias reproduces fewer than half of them",
+            "holds if top-1 changes somewhere and a static bias reproduces fewer than half of the changes",
+            fmt="{:.3f}",
+            detail=f"static bias reproduces {repro['value']:.3f} [{repro['ci'][0]:.3f}, {repro['ci'][1]:.3f}]",
         )
     )
     final = increments.get("final_minus_largest_earlier")
     if final is not None:
         rows.append(
-            claim_row(
+            claim(
                 "The change is concentrated in the final block",
-                f"relative hidden-state change added by the final block minus that of block "
-                f"{increments['largest_earlier_block']} (the largest earlier one)",
-                f"{fmt_ci(final['diff'], final['ci'])}, p = {fmt(final['p'])}",
+                f"relative hidden-state change added by the final block minus that added by block "
+                f"{increments['largest_earlier_block']} (the largest earlier one), paired over blocks",
+                final["diff"],
+                final["ci"],
                 final["ci"][0] > 0,
                 "holds if the final block adds more change than any earlier block (interval above 0)",
+                p=final["p"],
             )
         )
     last = layers[-1]["participation_ratio"]
     rows.append(
-        claim_row(
+        claim(
             "The final block's hidden states expand in effective dimension",
             "participation ratio of the last hidden states: hyperfitted minus original (block bootstrap)",
-            f"{fmt_ci(last['diff'], last['diff_ci'], '{:.2f}')} ({fmt(last['a'], '{:.2f}')} → "
-            f"{fmt(last['b'], '{:.2f}')})",
+            last["diff"],
+            last["diff_ci"],
             last["diff_ci"][0] > 0,
             "holds if the interval is above 0",
+            fmt="{:+.2f}",
+            detail=f"{last['a']:.2f} → {last['b']:.2f}",
         )
     )
     return rows
 
 
+def claim_rows(claims: list[dict]) -> list[list]:
+    rows = []
+    for c in claims:
+        note = "; ".join(x for x in (f"p = {c['p']:.3f}" if c["p"] is not None else "", c["detail"]) if x)
+        rows.append(
+            [
+                c["claim"],
+                c["measure"],
+                Cell(c["value"], tuple(c["ci"]), c["fmt"], note),
+                c["verdict"],
+                c["reading"],
+            ]
+        )
+    return rows
+
+
+def diff_cell(d: dict | None, fmt: str = "{:+.3f}") -> Cell | None:
+    """A paired difference as a cell: value, interval, and p (plus "interval includes 0" when it does)."""
+    if d is None:
+        return None
+    note = f"p = {d['p']:.3f}" + ("; interval includes 0" if d["ci_includes_zero"] else "")
+    return Cell(d["diff"], tuple(d["ci"]), fmt, note)
+
+
 def write_analyze_report(out: Path, summary: dict, claims: list[list[str]]) -> Path:
-    layer_rows = [
-        [
-            "embeddings" if layer["layer"] == 0 else f"block {layer['layer']}",
-            fmt_ci(layer["participation_ratio"]["a"], layer["participation_ratio"]["a_ci"], "{:.2f}"),
-            fmt_ci(layer["participation_ratio"]["b"], layer["participation_ratio"]["b_ci"], "{:.2f}"),
-            fmt_ci(layer["participation_ratio"]["diff"], layer["participation_ratio"]["diff_ci"], "{:.2f}"),
-            fmt_ci(layer["relative_change"], layer["relative_change_ci"]),
-            fmt_ci(layer["cosine"], layer["cosine_ci"]),
-        ]
-        for layer in summary["layers"]
-    ]
+    layer_rows = []
+    for layer in summary["layers"]:
+        pr = layer["participation_ratio"]
+        layer_rows.append(
+            [
+                "embeddings" if layer["layer"] == 0 else f"block {layer['layer']}",
+                Cell(pr["a"], tuple(pr["a_ci"]), "{:.2f}"),
+                Cell(pr["b"], tuple(pr["b_ci"]), "{:.2f}"),
+                Cell(
+                    pr["diff"],
+                    tuple(pr["diff_ci"]),
+                    "{:+.2f}",
+                    "interval includes 0" if pr["ci_includes_zero"] else "",
+                ),
+                Cell(layer["relative_change"], tuple(layer["relative_change_ci"])),
+                Cell(layer["cosine"], tuple(layer["cosine_ci"])),
+            ]
+        )
     decoding_rows = [
-        [
-            name,
-            fmt_ci(d["ttr"], d["ttr_ci"]),
-            "–"
-            if d["minus_hyperfitted"] is None
-            else fmt_ci(d["minus_hyperfitted"]["diff"], d["minus_hyperfitted"]["ci"]),
-            "–" if d["minus_hyperfitted"] is None else fmt(d["minus_hyperfitted"]["p"]),
-        ]
+        [name, Cell(d["ttr"], tuple(d["ttr_ci"])), diff_cell(d["minus_hyperfitted"])]
         for name, d in summary["decoding"].items()
     ]
     r = summary["rank_reordering"]
     reorder_rows = [
-        [label, fmt_ci(r[key]["value"], r[key]["ci"])]
+        [label, Cell(r[key]["value"], tuple(r[key]["ci"]))]
         for key, label in (
             ("argmax_changed", "top-1 token changed"),
             ("sharpened_only", "same top-1, more probability on it (sharpened only)"),
@@ -353,38 +410,63 @@ def write_analyze_report(out: Path, summary: dict, claims: list[list[str]]) -> P
         )
     ]
     sb = summary["static_bias"]
-    intro = [
+    intro = (
         f"Original {summary['original']} vs hyperfitted {summary['hyperfitted']}: {summary['n_blocks']} held-out "
-        f"blocks of {summary['block_len']} tokens (teacher-forced figures, intervals resample blocks) and their "
-        f"first tokens as {summary['n_prompts']} prompts decoded for {summary['max_new_tokens']} tokens (TTR, "
+        f"blocks of {summary['block_len']} tokens (teacher-forced figures; intervals resample blocks) and their "
+        f"first tokens as {summary['n_prompts']} prompts decoded for {summary['max_new_tokens']} tokens (TTR; "
         "intervals resample prompts). 95 % percentile-bootstrap intervals; paired differences carry a sign-flip "
-        f"permutation p. Wall {summary['wall_seconds']:.0f} s.",
-    ]
-    sections = [
-        ("Claims of Li et al. (2026) on this pair", list(CLAIM_COLUMNS), claims, []),
-        (
-            "Decoding: TTR of each decode, and its paired difference to hyperfitted greedy",
-            ["decoding", "TTR [95 % CI]", "minus hyperfitted greedy [95 % CI]", "p"],
-            decoding_rows,
-            [
-                f"The static bias was fitted on the held-out blocks so that the original's mean next-token "
-                f"distribution matches the hyperfitted one: total variation {sb['tv_before']:.3f} → "
-                f"{sb['tv_after']:.3f} after {sb['iterations']} iterations (largest |bias| {sb['max_abs_bias']:.1f})."
-            ],
-        ),
-        ("Rank reordering on the held-out positions", ["measure", "share [95 % CI]"], reorder_rows, []),
-        (
-            "Per layer: effective dimension (participation ratio) and change of the hidden states",
-            ["layer", "PR original", "PR hyperfitted", "PR difference", "relative change", "cosine"],
-            layer_rows,
-            [
-                "Layer 0 is the embedding output; block L's row is its output as output_hidden_states gives it "
-                "(the last one after the final norm in Llama-style models).",
-                f"Largest added change: block {summary['layer_increments']['largest_block']}.",
-            ],
-        ),
-    ]
-    return write_tables_report(out, title=f"hyperfit analyze — {out}", intro=intro, sections=sections)
+        f"permutation p. Wall {summary['wall_seconds']:.0f} s."
+    )
+    report = Report(
+        title=f"hyperfit analyze — {out}",
+        subtitle=intro,
+        sections=[
+            Section(
+                "Claims of Li et al. (2026) on this pair",
+                [Table(CLAIM_COLUMNS, claim_rows(claims))],
+            ),
+            Section(
+                "Decoding",
+                [
+                    Table(
+                        ["decoding", "TTR", "minus hyperfitted greedy"],
+                        decoding_rows,
+                        caption="TTR of each decode of the held-out prompts, and its paired difference to hyperfitted greedy",
+                    ),
+                    Text(
+                        "The static bias was fitted on the held-out blocks so that the original's mean next-token "
+                        f"distribution matches the hyperfitted one: total variation {sb['tv_before']:.3f} → "
+                        f"{sb['tv_after']:.3f} after {sb['iterations']} iterations (largest |bias| "
+                        f"{sb['max_abs_bias']:.1f})."
+                    ),
+                ],
+            ),
+            Section("Rank reordering on the held-out positions", [Table(["measure", "share"], reorder_rows)]),
+            Section(
+                "Per layer: effective dimension and change of the hidden states",
+                [
+                    Table(
+                        [
+                            "layer",
+                            "PR original",
+                            "PR hyperfitted",
+                            "PR difference",
+                            "relative change",
+                            "cosine",
+                        ],
+                        layer_rows,
+                        caption="PR = participation ratio (Σλ)²/Σλ² of the hidden-state covariance",
+                    ),
+                    Text(
+                        "Layer 0 is the embedding output; block L's row is its output as output_hidden_states gives "
+                        "it (the last one after the final norm in Llama-style models). Largest added change: block "
+                        f"{summary['layer_increments']['largest_block']}."
+                    ),
+                ],
+            ),
+        ],
+    )
+    return write_report_files(report, out)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -19,9 +19,9 @@ import torch
 
 from hyperfit.common import stats
 from hyperfit.common.config import run_recipe
+from hyperfit.common.report import Cell, Report, Section, Table, Text, write_report_files
 from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
 from hyperfit.recipes.eval_text import is_run_dir, load_model, parse_models
-from hyperfit.recipes.tables_report import fmt, fmt_ci, write_tables_report
 from hyperfit.text.data import BUNDLED
 from hyperfit.text.retention import (
     block_perplexity,
@@ -209,44 +209,52 @@ def run_lm_eval(model, tokenizer, tasks: list[str], cfg: RetentionConfig) -> dic
     }
 
 
+def _diff(d: dict | None, fmt: str = "{:+.3f}") -> Cell | None:
+    if d is None:
+        return None
+    note = f"p = {d['p']:.3f}" + ("; interval includes 0" if d["ci_includes_zero"] else "")
+    return Cell(d["diff"], tuple(d["ci"]), fmt, note)
+
+
 def write_retention_report(out: Path, summary: dict, cfg: RetentionConfig) -> Path:
     names = list(summary["models"])
     sections = []
-    cloze_rows = []
-    for name in names:
-        for source, s in summary["cloze"].get(name, {}).items():
-            acc_d, lp_d = s.get("accuracy_minus_first"), s.get("logprob_minus_first")
-            cloze_rows.append(
-                [
-                    name,
-                    source,
-                    str(s["n_items"]),
-                    fmt_ci(s["accuracy"], s["accuracy_ci"]),
-                    fmt_ci(s["mean_logprob"], s["mean_logprob_ci"], "{:.2f}"),
-                    "–" if acc_d is None else f"{fmt_ci(acc_d['diff'], acc_d['ci'])}, p = {fmt(acc_d['p'])}",
-                    "–"
-                    if lp_d is None
-                    else f"{fmt_ci(lp_d['diff'], lp_d['ci'], '{:.2f}')}, p = {fmt(lp_d['p'])}",
-                ]
-            )
+    cloze_rows = [
+        [
+            name,
+            source,
+            s["n_items"],
+            Cell(s["accuracy"], tuple(s["accuracy_ci"])),
+            Cell(s["mean_logprob"], tuple(s["mean_logprob_ci"]), "{:.2f}"),
+            _diff(s.get("accuracy_minus_first")),
+            _diff(s.get("logprob_minus_first"), "{:+.2f}"),
+        ]
+        for name in names
+        for source, s in summary["cloze"].get(name, {}).items()
+    ]
     if cloze_rows:
         sections.append(
-            (
-                "Cloze probe (offline): recover a content word that occurred earlier in the passage",
+            Section(
+                "Cloze probe (offline)",
                 [
-                    "model",
-                    "corpus",
-                    "items",
-                    "accuracy",
-                    "mean log-prob (nats)",
-                    f"accuracy − {names[0]}",
-                    f"log-prob − {names[0]}",
-                ],
-                cloze_rows,
-                [
-                    "Accuracy: every token of the target word is the model's top-1 under teacher forcing (greedy "
-                    "decoding would write it). Items: LAMBADA-style, one per document, seeded; documents a named "
-                    "run trained on are left out.",
+                    Table(
+                        [
+                            "model",
+                            "corpus",
+                            "items",
+                            "accuracy",
+                            "mean log-prob (nats)",
+                            f"accuracy − {names[0]}",
+                            f"log-prob − {names[0]}",
+                        ],
+                        cloze_rows,
+                        caption="Recover a content word that occurred earlier in the passage",
+                    ),
+                    Text(
+                        "Accuracy: every token of the target word is the model's top-1 under teacher forcing (what "
+                        "greedy decoding would write). Items are LAMBADA-style, one per document, seeded; documents "
+                        "a named run trained on are left out."
+                    ),
                 ],
             )
         )
@@ -254,36 +262,39 @@ def write_retention_report(out: Path, summary: dict, cfg: RetentionConfig) -> Pa
     for name in names:
         for source, s in summary["perplexity"].get(name, {}).items():
             r = s.get("ratio_to_first")
-            ppl_rows.append(
-                [
-                    name,
-                    source,
-                    fmt_ci(s["perplexity"], s["perplexity_ci"], "{:.1f}"),
-                    "–" if r is None else f"{fmt_ci(r['ratio'], r['ratio_ci'], '{:.2f}')}, p = {fmt(r['p'])}",
-                ]
-            )
+            ratio = None
+            if r is not None:
+                note = f"p = {r['p']:.3f}" + (
+                    "; interval includes 1" if r["ratio_ci"][0] <= 1 <= r["ratio_ci"][1] else ""
+                )
+                ratio = Cell(r["ratio"], tuple(r["ratio_ci"]), "{:.2f}", note)
+            ppl_rows.append([name, source, Cell(s["perplexity"], tuple(s["perplexity_ci"]), "{:.1f}"), ratio])
     if ppl_rows:
         sections.append(
-            (
-                f"Held-out perplexity on every bundled corpus ({cfg.n_blocks} blocks × {cfg.block_len} tokens)",
-                ["model", "corpus", "perplexity", f"ratio to {names[0]}"],
-                ppl_rows,
-                [],
+            Section(
+                "Held-out perplexity on every bundled corpus",
+                [
+                    Table(
+                        ["model", "corpus", "perplexity", f"ratio to {names[0]}"],
+                        ppl_rows,
+                        caption=f"{cfg.n_blocks} blocks × {cfg.block_len} tokens per corpus",
+                    )
+                ],
             )
         )
     lm_rows = [
-        [name, task, ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items() if "stderr" not in k)]
+        [name, task, ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if "stderr" not in k)]
         for name, tasks in summary["lm_eval"].items()
         for task, metrics in tasks.items()
     ]
     if lm_rows:
-        sections.append(("lm-evaluation-harness", ["model", "task", "metrics"], lm_rows, []))
-    intro = [
+        sections.append(Section("lm-evaluation-harness", [Table(["model", "task", "metrics"], lm_rows)]))
+    subtitle = (
         f"Models: {', '.join(f'{k} = {v}' for k, v in summary['models'].items())}. 95 % percentile-bootstrap "
         "intervals over items / blocks; differences against the first model are paired over the same items "
         f"(sign-flip permutation p). Wall {summary['wall_seconds']:.0f} s."
-    ]
-    return write_tables_report(out, title=f"hyperfit retention — {out}", intro=intro, sections=sections)
+    )
+    return write_report_files(Report(f"hyperfit retention — {out}", sections, subtitle=subtitle), out)
 
 
 def cli(argv: list[str] | None = None) -> int:
