@@ -29,6 +29,7 @@ def test_fit_text_summary_reports_perplexity_on_every_bundled_domain(tiny_run):
         low, high = r["perplexity_after_ci"]
         assert low <= r["perplexity_after"] <= high
         assert r["ratio"] == pytest.approx(r["perplexity_after"] / r["perplexity_before"], rel=1e-6)
+    assert "Retention: held-out perplexity on every bundled domain" in (run / "report.md").read_text()
     assert summary["trainable"]["train_layers"] == "all"
     assert summary["trainable"]["trainable_params"] == summary["trainable"]["total_params"]
 

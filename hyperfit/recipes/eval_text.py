@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
+from hyperfit.common.analysis import dataset_bleu, ttr_by_position
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, write_json
+from hyperfit.common.stats import mean_ci
 from hyperfit.text.metrics import word_metrics
 from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm, word_start_ids
 
@@ -220,9 +222,20 @@ def main(configs: tuple) -> dict:
             blocker_include_prompt=eval_cfg.blocker_include_prompt,
         )
     prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
+    by_position: dict[str, dict[str, dict]] = {}
     for (model_name, strategy), sequences in generations.items():
         texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
         table[model_name][strategy].update(word_metrics(texts, ttr_window=eval_cfg.ttr_window))
+        if train_ids is not None:  # paper Table 2: closeness to the training set, per continuation
+            bleu = dataset_bleu(sequences, train_ids.tolist())
+            table[model_name][strategy]["dataset_bleu"] = sum(bleu) / len(bleu)
+            table[model_name][strategy]["dataset_bleu_ci"] = list(mean_ci(bleu))
+        if eval_cfg.max_new_tokens > eval_cfg.ttr_window:  # appendix Fig. 9: TTR of a sliding window
+            curve = ttr_by_position(sequences, window=eval_cfg.ttr_window)
+            by_position.setdefault(model_name, {})[strategy] = {
+                k: curve[k] for k in ("position", "mean", "n")
+            }
+            run.write_json(f"generations/ttr_by_position/{model_name}_{strategy}.json", curve)
         records = [
             {"index": i, "prompt": p, "continuation": t, "reference": r, "ids": s}
             for i, (p, t, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
@@ -241,6 +254,7 @@ def main(configs: tuple) -> dict:
         "decoding_by_length": score_prefixes(
             generations, lengths, train_ids=train_ids, ttr_window=eval_cfg.ttr_window
         ),
+        "ttr_by_position": by_position,
         "samples_shown": eval_cfg.samples_shown,
         "wall_seconds": time.perf_counter() - started,
     }
