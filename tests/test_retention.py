@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from hyperfit.cli import main as hyperfit
 from hyperfit.common.runs import HyperfitError, read_json
 from hyperfit.recipes.retention import parse_tasks
 from hyperfit.text.retention import cloze_items, perplexity_change, score_cloze
-from tests.conftest import make_tiny_llama
+from tests.conftest import make_tiny_gpt2, make_tiny_llama
 
 
 def test_fit_text_summary_reports_perplexity_on_every_bundled_domain(tiny_run):
@@ -53,8 +54,11 @@ def test_cloze_items_pick_a_recurring_content_word_with_its_context():
     assert items == [{"doc": 0, "context": " ".join(doc.split()[18:58]), "target": " Anderson"}]
 
 
-def test_score_cloze_equals_an_unpadded_forward(tiny_tokenizer):
-    model = make_tiny_llama(len(tiny_tokenizer)).eval()
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_score_cloze_equals_an_unpadded_forward(tiny_tokenizer, family):
+    # GPT-2 has absolute positions: left padding must not shift them.
+    make = make_tiny_llama if family == "llama" else partial(make_tiny_gpt2, dropout=0.0)
+    model = make(len(tiny_tokenizer)).eval()
     items = [
         {"context": "The river rose above the stone bridge and the", "target": " river"},
         {"context": "Rain fell", "target": " overnight"},

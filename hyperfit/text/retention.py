@@ -182,14 +182,18 @@ def score_cloze(model, tokenizer, items: list[dict], *, batch_size: int = 16) ->
             seq = context + target
             ids[row, width - len(seq) :] = torch.tensor(seq)
             mask[row, width - len(seq) :] = 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        # Positions count from each row's first real token, so absolute-position models (GPT-2) see no offset.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
+        ).logits.float()
         logp = torch.log_softmax(logits, dim=-1)
         for row, (_, target) in enumerate(encoded):
             k = len(target)
-            positions = torch.arange(width - k - 1, width - 1, device=device)
+            at = torch.arange(width - k - 1, width - 1, device=device)
             wanted = torch.tensor(target, device=device)
-            logprobs.append(float(logp[row, positions, wanted].sum()))
-            hits.append(float(bool((logits[row, positions].argmax(-1) == wanted).all())))
+            logprobs.append(float(logp[row, at, wanted].sum()))
+            hits.append(float(bool((logits[row, at].argmax(-1) == wanted).all())))
     return {
         "n_items": len(items),
         "accuracy": sum(hits) / len(hits),
