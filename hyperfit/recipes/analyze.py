@@ -195,7 +195,7 @@ def main(configs: tuple) -> dict:
     }
     for name, seqs in decodes.items():
         out.write_jsonl(
-            f"generations/{name.split(' (')[0].replace(' ', '_').replace('+', 'plus').replace('=', '')}.jsonl",
+            f"generations/{_file_name(name)}.jsonl",
             [
                 {"index": i, "continuation": t, "ids": s}
                 for i, (t, s) in enumerate(
@@ -227,6 +227,14 @@ def main(configs: tuple) -> dict:
     write_json(out.file("summary.json"), summary)
     print(f"report: {out.path / 'report.html'}")
     return summary
+
+
+def _file_name(decoding: str) -> str:
+    if "entropy-matched" in decoding:
+        return "original_entropy_matched"
+    return {"original + static bias, greedy": "original_static_bias"}.get(
+        decoding, decoding.replace(" ", "_")
+    )
 
 
 def _logits(model, blocks: torch.Tensor, *, batch_size: int) -> torch.Tensor:
