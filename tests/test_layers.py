@@ -158,3 +158,13 @@ def test_lora_targets_that_do_not_exist_are_one_sentence():
 def test_compress_names_folds_block_indices():
     names = ["a.emb", "a.h.0.w", "a.h.1.w", "a.h.3.w", "a.h.3.b"]
     assert compress_names(names, "a.h") == ["a.emb", "a.h.{0-1,3}.w", "a.h.{3}.b"]
+
+
+def test_all_needs_no_block_list_and_freezes_nothing():
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 4), torch.nn.Linear(4, 5))
+    same, description = prepare_trainable(model, TrainConfig())
+    assert (
+        same is model and description["trainable_params"] == description["total_params"] == 5 * 4 + 4 * 5 + 5
+    )
+    with pytest.raises(HyperfitError, match="no list of repeated blocks"):
+        prepare_trainable(model, TrainConfig(train_layers="last:1"))

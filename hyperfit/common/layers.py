@@ -171,19 +171,22 @@ def prepare_trainable(model: nn.Module, cfg: TrainConfig) -> tuple[nn.Module, di
     returned model is then a ``peft.PeftModel``; :func:`finish_trainable` merges it back after training.
     The description (JSON-able) records the spec, counts and compressed names of what is trained.
     """
-    blocks_name, _ = find_blocks(model)
     total = sum(p.numel() for p in model.parameters())
     tied = _tied(model)
-    if cfg.lora_r <= 0:
-        if cfg.lora_targets:
-            raise HyperfitError("--lora_targets needs --lora_r > 0; pass a LoRA rank such as --lora_r 8.")
-        names = select_parameters(model, cfg.train_layers)
-        if cfg.train_layers.strip() != "all":
-            keep = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n in set(names)}
-            for param in model.parameters():
-                param.requires_grad_(id(param) in keep)
-        lora = None
+    lora = None
+    if cfg.lora_r <= 0 and cfg.lora_targets:
+        raise HyperfitError("--lora_targets needs --lora_r > 0; pass a LoRA rank such as --lora_r 8.")
+    if cfg.lora_r <= 0 and cfg.train_layers.strip() == "all":
+        # Nothing is frozen, so a model without a list of repeated blocks is fine too.
+        blocks_name = _blocks_name_or_empty(model)
+    elif cfg.lora_r <= 0:
+        blocks_name, _ = find_blocks(model)
+        names = set(select_parameters(model, cfg.train_layers))
+        keep = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n in names}
+        for param in model.parameters():
+            param.requires_grad_(id(param) in keep)
     else:
+        blocks_name, _ = find_blocks(model)
         names = select_parameters(model, cfg.train_layers)
         targets = _lora_targets(model, cfg.lora_targets, set(names), blocks_name)
         model = _wrap_lora(model, targets, r=cfg.lora_r, alpha=cfg.lora_alpha)
@@ -220,6 +223,13 @@ def finish_trainable(model: nn.Module) -> nn.Module:
     for param in model.parameters():
         param.requires_grad_(True)
     return model
+
+
+def _blocks_name_or_empty(model: nn.Module) -> str:
+    try:
+        return find_blocks(model)[0]
+    except HyperfitError:
+        return ""
 
 
 def _tied(model: nn.Module) -> bool:
