@@ -300,6 +300,14 @@ def config_dict(*configs: Any) -> dict[str, Any]:
     return merged
 
 
+def close_progress_bars() -> None:
+    """Close the progress bars a failed step left open, so that the error sentence is the last line printed."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def run_recipe(
     main: Any,
     dataclass_types: tuple[type, ...],
@@ -323,11 +331,13 @@ def run_recipe(
         main(configs)
     except KeyboardInterrupt:
         restore_replaced_runs()
+        close_progress_bars()
         out = next((c.out for c in configs if isinstance(c, RunConfig)), None)
         print(interrupted_message(out), file=sys.stderr)
         return 130
     except HyperfitError as err:
         restore_replaced_runs()
+        close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
@@ -335,6 +345,7 @@ def run_recipe(
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
             raise
         restore_replaced_runs()
+        close_progress_bars()
         print(f"error: {write_failure(err.filename or 'a file', err)}", file=sys.stderr)
         return 2
     return 0

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
-from hyperfit.common.config import RunConfig, config_dict, parse_config
+from hyperfit.common.config import RunConfig, close_progress_bars, config_dict, parse_config
 from hyperfit.common.runs import (
     HyperfitError,
     Run,
@@ -199,10 +199,12 @@ def cli(argv: list[str] | None = None) -> int:
         main(name, configs)
     except KeyboardInterrupt:
         restore_replaced_runs()
+        close_progress_bars()
         print(interrupted_message(configs[4].out if configs else None), file=sys.stderr)
         return 130
     except HyperfitError as err:
         restore_replaced_runs()
+        close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
