@@ -34,7 +34,7 @@ def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 
 def _finished_run(path: Path, marker: str) -> None:
     run = Run.open(path)
-    run.write_config({"lr": 1.0, "marker": marker})
+    write_json(path / "config.json", {"lr": 1.0, "marker": marker})
     write_json(path / "summary.json", {"marker": marker})
     run.log({"kind": "train", "step": 1, "loss": 1.0})
 
@@ -103,8 +103,8 @@ def test_an_overwrite_killed_before_the_new_run_started_is_undone_by_the_next_op
 
 
 def _started_run(path: Path, **config) -> None:
-    run = Run.open(path)
-    run.write_config({"lr": 1e-3, "epochs": 2, "n_train": 8, "out": str(path), **config})
+    Run.open(path)
+    write_json(path / "config.json", {"lr": 1e-3, "epochs": 2, "n_train": 8, "out": str(path), **config})
 
 
 def test_resume_refuses_changed_settings_and_records_allowed_ones(tmp_path):

@@ -277,6 +277,7 @@ def test_eval_refuses_training_ids_of_another_tokenizer(workspace, tmp_path, cap
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"text": line}) + "\n" for line in corpus_lines()[:4]))
     argv = ["eval", "--models", f"b={model_dir}", "--prompts", str(prompts), "--out", str(tmp_path / "e")]
+    argv += ["--strategies", "greedy,greedy_blocked"]  # the blocker would forbid foreign ids
     assert hyperfit([*argv, "--train_from", str(workspace["finished"]), "--max_new_tokens", "8"]) == 2
     assert "was tokenised with another tokenizer than model 'b'" in last_error(capsys)
 
