@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperfit.common.runs import HyperfitError, Run, read_json, restore_replaced_runs, write_json
+from hyperfit.common.runs import HyperfitError, Run, read_json, undo_unstarted_runs, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = "import sys, time; from hyperfit.common.runs import Run; run = Run.open(sys.argv[1]); print('held', flush=True); time.sleep(60)"
@@ -73,7 +73,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_has_started(tmp_path):
     new = Run.open(path, overwrite=True)
     assert not (path / "summary.json").exists()  # the new run starts empty ...
     assert read_json(new.replaced / "summary.json")["marker"] == "old"  # ... the old one waits beside it
-    assert restore_replaced_runs() == [path]  # the new run failed before its config.json: the old one is back
+    assert undo_unstarted_runs() == [path]  # the new run failed before its config.json: the old one is back
     assert read_json(path / "summary.json")["marker"] == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
 

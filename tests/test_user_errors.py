@@ -251,7 +251,7 @@ def test_blocks_longer_than_the_model_positions_are_refused_before_training(
     assert fit_argv(model_dir, workspace["news"], tmp_path / "r") == 2  # TINY: --block_len 24
     error = last_error(capsys)
     assert "--block_len = 24 tokens" in error and "has only 20 positions" in error
-    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+    assert not (tmp_path / "r").exists()  # the directory this failed command made is gone again
 
 
 def test_eval_refuses_duplicate_model_names(workspace, tmp_path, capsys):
@@ -280,6 +280,26 @@ def test_eval_refuses_training_ids_of_another_tokenizer(workspace, tmp_path, cap
     argv += ["--strategies", "greedy,greedy_blocked"]  # the blocker would forbid foreign ids
     assert hyperfit([*argv, "--train_from", str(workspace["finished"]), "--max_new_tokens", "8"]) == 2
     assert "was tokenised with another tokenizer than model 'b'" in last_error(capsys)
+
+
+def test_eval_prompts_must_be_utf8_strings(workspace, tmp_path, capsys):
+    prompts = tmp_path / "prompts.jsonl"
+    argv = [
+        "eval",
+        "--models",
+        f"a={workspace['model']}",
+        "--prompts",
+        str(prompts),
+        "--strategies",
+        "greedy",
+    ]
+    for content, message in [
+        (b'{"text": 5}\n', "line 1: 'text' is a int, not a string"),
+        ('{"text": "Caf\xe9"}\n'.encode("latin-1"), "is not UTF-8 text (byte 0xe9 on line 1)"),
+    ]:
+        prompts.write_bytes(content)
+        assert hyperfit([*argv, "--out", str(tmp_path / "e"), "--overwrite"]) == 2
+        assert message in last_error(capsys)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from hyperfit.common.runs import HyperfitError, interrupted_message, restore_replaced_runs, write_failure
+from hyperfit.common.runs import HyperfitError, interrupted_message, undo_unstarted_runs, write_failure
 
 
 @dataclass
@@ -330,21 +330,27 @@ def run_recipe(
         configs = parse_config(dataclass_types, argv, presets=presets, prog=prog)
         main(configs)
     except KeyboardInterrupt:
-        restore_replaced_runs()
+        undo_unstarted_runs()
         close_progress_bars()
         out = next((c.out for c in configs if isinstance(c, RunConfig)), None)
         print(interrupted_message(out), file=sys.stderr)
         return 130
     except HyperfitError as err:
-        restore_replaced_runs()
+        undo_unstarted_runs()
         close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except OSError as err:
+    except Exception as err:
+        undo_unstarted_runs()  # even a traceback loses no earlier run
         # A write that failed outside hyperfit's own writers (a tensor file, a checkpoint, a library cache).
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
+        if not isinstance(err, OSError) or err.errno not in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EACCES,
+            errno.EROFS,
+            errno.EPERM,
+        ):
             raise
-        restore_replaced_runs()
         close_progress_bars()
         print(f"error: {write_failure(err.filename or 'a file', err)}", file=sys.stderr)
         return 2

@@ -8,7 +8,6 @@ locked by the one process that writes it; ``--overwrite`` keeps the old run asid
 
 from __future__ import annotations
 
-import atexit
 import errno
 import fcntl
 import hashlib
@@ -308,8 +307,9 @@ class _RunLock:
 
 # Locks this process holds, by directory: a process may reopen its own run (a test, an experiment's variants).
 _LOCKS: weakref.WeakValueDictionary[str, _RunLock] = weakref.WeakValueDictionary()
-# Runs whose --overwrite moved an older run aside and that have not started yet: restored if this process fails.
-_REPLACING: dict[str, Run] = {}
+# Runs this process created or replaced that have not started yet: undone if the command fails. Weak, so that a
+# run nobody uses any more releases its lock.
+_UNSTARTED: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
 
 
 def _lock(path: Path) -> _RunLock:
@@ -324,26 +324,33 @@ def _aside_dirs(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.replaced-*"))
 
 
-def restore_replaced_runs() -> list[Path]:
-    """Put back every run that an ``--overwrite`` of this process moved aside, for new runs that never started.
+def _has_started(path: Path) -> bool:
+    """A run has started once its configuration is written or it has logged a metric."""
+    return (path / STARTED_MARKER).exists() or (path / "metrics.jsonl").exists()
 
-    Called when a command fails and at interpreter exit, so a failed replacement loses nothing.
-    """
-    restored = []
-    for key, run in list(_REPLACING.items()):
-        del _REPLACING[key]
-        if run.replaced is not None and run.replaced.exists() and not (run.path / STARTED_MARKER).exists():
+
+def undo_unstarted_runs() -> list[Path]:
+    """After a failed command: put back every run an ``--overwrite`` of this process moved aside, and remove every
+    directory this process created, for runs that never started. So a failed command loses nothing and leaves
+    nothing half-written behind. Returns the directories restored or removed."""
+    undone = []
+    for key, run in list(_UNSTARTED.items()):
+        _UNSTARTED.pop(key, None)
+        if _has_started(run.path):
+            run.commit()
+            continue
+        if run.replaced is not None and run.replaced.exists():
             shutil.rmtree(run.path, ignore_errors=True)
             run.replaced.rename(run.path)
+            run.replaced = None
             if run._replaced_lock is not None:
-                _LOCKS[key] = run._replaced_lock
-                run._lock = run._replaced_lock
-            restored.append(run.path)
-        run.replaced = None
-    return restored
-
-
-atexit.register(restore_replaced_runs)
+                _LOCKS[key] = run._lock = run._replaced_lock
+                run._replaced_lock = None
+            undone.append(run.path)
+        elif run.created:
+            shutil.rmtree(run.path, ignore_errors=True)
+            undone.append(run.path)
+    return undone
 
 
 class Run:
@@ -356,6 +363,7 @@ class Run:
         self.replaced: Path | None = None  # the older run an --overwrite keeps aside until this one starts
         self._lock: _RunLock | None = None
         self._replaced_lock: _RunLock | None = None
+        self.created = False  # this process made the directory
         self._opened = time.time()
 
     @classmethod
@@ -410,12 +418,15 @@ class Run:
             if not path.exists():
                 try:
                     path.mkdir(parents=True)
+                    run.created = True
                 except FileExistsError:
                     pass  # another process made it first: the lock below decides who uses it
                 except OSError as err:
                     raise write_failure(path, err) from err
             run._lock = _lock(path)
             _recover_overwrite(path)
+            if run.created:
+                _UNSTARTED[str(path.resolve())] = run
         exists = _holds_run(path)
         finished = (path / FINISHED_MARKER).exists()
         if exists and not (overwrite or resume):
@@ -489,7 +500,7 @@ class Run:
         key = str(self.path.resolve())
         _LOCKS.pop(key, None)
         self._lock = _lock(self.path)
-        _REPLACING[key] = self
+        _UNSTARTED[key] = self
 
     def write_config(self, config: dict) -> None:
         """Write ``config.json`` (with the command that made the run): from here on the run has started, so the
@@ -503,7 +514,7 @@ class Run:
 
     def commit(self) -> None:
         """The new run has started: delete the older run that ``--overwrite`` kept aside."""
-        _REPLACING.pop(str(self.path.resolve()), None)
+        _UNSTARTED.pop(str(self.path.resolve()), None)
         if self.replaced is not None:
             shutil.rmtree(self.replaced, ignore_errors=True)
             self.replaced = None
@@ -551,6 +562,9 @@ class Run:
             raise write_failure(path, err) from err
         if self._lock is not None:
             self._lock.heartbeat()
+        if self.replaced is not None or self.created:
+            self.created = False
+            self.commit()  # logging means training has started (for callers that write no config.json)
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path / "metrics.jsonl")
@@ -571,13 +585,13 @@ def _holds_run(path: Path) -> bool:
 def _recover_overwrite(path: Path) -> None:
     """Finish an ``--overwrite`` that a killed process left half done (the caller holds the lock of ``path``).
 
-    The new run never started (no config.json): the older run is put back. It had started: the older one is
-    deleted, as the replacing process would have done.
+    The new run never started (no config.json, no metrics): the older run is put back. It had started: the older
+    one is deleted, as the replacing process would have done.
     """
     for aside in _aside_dirs(path):
-        if str(path.resolve()) in _REPLACING or not aside.is_dir():
+        if str(path.resolve()) in _UNSTARTED or not aside.is_dir():
             continue
-        if (path / STARTED_MARKER).exists():
+        if _has_started(path):
             shutil.rmtree(aside, ignore_errors=True)
             continue
         for child in list(path.iterdir()):

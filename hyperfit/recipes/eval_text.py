@@ -22,7 +22,7 @@ from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, write_json
-from hyperfit.text.data import vocab_fingerprint
+from hyperfit.text.data import read_text_file, vocab_fingerprint
 from hyperfit.text.model import (
     ModelConfig,
     check_positions,
@@ -111,7 +111,7 @@ def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torc
             f"prompts file {path} does not exist; pass a JSONL file with one {{'text': ...}} per line."
         )
     prompts, references, skipped = [], [], 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -120,6 +120,11 @@ def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torc
             raise HyperfitError(
                 f"{path} line {number} is not a JSON object with a 'text' field; fix it."
             ) from err
+        if not isinstance(text, str):
+            raise HyperfitError(
+                f"{path} line {number}: 'text' is a {type(text).__name__}, not a string; write the text as one "
+                "JSON string."
+            )
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
         if len(ids) <= prompt_tokens:
             skipped += 1

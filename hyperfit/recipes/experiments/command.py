@@ -15,7 +15,7 @@ from hyperfit.common.runs import (
     Run,
     interrupted_message,
     read_json,
-    restore_replaced_runs,
+    undo_unstarted_runs,
     write_json,
 )
 from hyperfit.common.train import build_accelerator
@@ -198,13 +198,16 @@ def cli(argv: list[str] | None = None) -> int:
             configs = (*configs[:4], replace(configs[4], out=f"runs/experiments/{name}"), configs[5])
         main(name, configs)
     except KeyboardInterrupt:
-        restore_replaced_runs()
+        undo_unstarted_runs()
         close_progress_bars()
         print(interrupted_message(configs[4].out if configs else None), file=sys.stderr)
         return 130
     except HyperfitError as err:
-        restore_replaced_runs()
+        undo_unstarted_runs()
         close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception:
+        undo_unstarted_runs()  # even a traceback loses no earlier experiment
+        raise
     return 0
