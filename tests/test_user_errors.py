@@ -372,7 +372,7 @@ def test_ctrl_c_says_where_it_stopped_and_the_run_resumes(workspace, tmp_path, c
     assert fit(workspace, out, "--resume") == 0
     second = time.perf_counter() - started
     # The resumed run's wall time counts the interrupted process too.
-    assert read_json(out / "summary.json")["wall_seconds"] >= 0.9 * (first + second)
+    assert read_json(out / "summary.json")["wall_seconds"] >= 0.85 * (first + second)
 
 
 def test_a_missing_local_model_path_is_not_blamed_on_the_network(workspace, tmp_path, capsys):
