@@ -15,8 +15,12 @@ commands:
   pretrain-image   build the offline image tokenizer + prior once (runs/cache/image-prior; reused after)
   fit-image  hyperfit that image prior and compare completions before/after (preset cpu-demo by default)
   eval       models × decoding strategies on the same prompts: --models original=SPEC,hyperfitted=RUN_DIR
-  experiment {data-size,data-order,domain,lr-epochs,early-stop} [fit-text options] --out DIR:
+  experiment {data-size,data-order,domain,lr-epochs,early-stop,which-layers} [fit-text options] --out DIR:
              the paper's data experiments (§6) and reviewer ablations, a table and a plot each
+  retention  what hyperfitting costs elsewhere: cloze probe and perplexity on every bundled corpus, lm-eval tasks
+             --models original=smollm2-135m-gguf,hyperfitted=RUN_DIR --tasks cloze,perplexity
+  analyze    why it works, on an original/hyperfitted pair: per-layer effective dimension and change, static
+             per-token reweighting, rank reordering: --hyperfitted RUN_DIR --out DIR
   compare    one cross-modal table of finished runs: hyperfit compare RUN_DIR... --out DIR
   report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
   study      human preference study: create | annotators | serve | report | simulate | export | import
@@ -110,6 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         from hyperfit.study.cli import cli as study_cli
 
         return study_cli(rest)
+    if command == "retention":
+        from hyperfit.recipes.retention import cli
+
+        return cli(rest)
+    if command == "analyze":
+        from hyperfit.recipes.analyze import cli
+
+        return cli(rest)
     if command == "compare":
         return _compare(rest)
     if command == "report":

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
@@ -143,6 +144,7 @@ def run_strategy(
     seed: int = 0,
     word_start_ids: Sequence[int] | None = None,
     blocker_n: int = 5,
+    blocker_include_prompt: bool = True,
 ) -> tuple[list[list[int]], dict]:
     """Decode ``prompts[n, p]`` with ``strategy``; return (sequences, facts such as the blocker's firing count)."""
     if strategy.temperature is None:
@@ -156,7 +158,13 @@ def run_strategy(
     if strategy.blocker:
         if train_ids is None:
             raise ValueError("the citation blocker needs the hyperfitting training ids; pass train_ids.")
-        blocker = CitationBlocker(train_ids, n=blocker_n, word_start_ids=word_start_ids)
+        blocker = CitationBlocker(
+            train_ids,
+            n=blocker_n,
+            word_start_ids=word_start_ids,
+            include_prompt=blocker_include_prompt,
+            prompt_len=prompts.size(1),
+        )
         processors.append(blocker)
     device = next(model.parameters()).device
     # Sampling happens where the logits are: the generator must live on the model's device, not the prompts'.
@@ -176,7 +184,14 @@ def run_strategy(
         sequences.extend(out.sequences())
     facts = {"temperature": strategy.temperature}
     if blocker is not None:
-        facts.update(blocker_fired=blocker.fired, blocker_blocked_tokens=blocker.blocked_tokens)
+        facts.update(
+            blocker_n=blocker_n,
+            blocker_include_prompt=blocker_include_prompt,
+            blocker_fired=blocker.fired,
+            blocker_changed=blocker.changed,
+            blocker_matched_only=blocker.fired - blocker.changed,
+            blocker_blocked_tokens=blocker.blocked_tokens,
+        )
     return sequences, facts
 
 
@@ -232,6 +247,7 @@ def decoding_table(
     ttr_window: int = 96,
     word_start_ids: Sequence[int] | None = None,
     blocker_n: int = 5,
+    blocker_include_prompt: bool = True,
     precomputed: dict[tuple[str, str], list[list[int]]] | None = None,
 ) -> tuple[dict[str, dict[str, dict]], dict[tuple[str, str], list[list[int]]]]:
     """Every model × every strategy on the same prompts: ``table[model][strategy]`` of generation metrics.
@@ -246,9 +262,13 @@ def decoding_table(
     table: dict[str, dict[str, dict]] = {}
     generations: dict[tuple[str, str], list[list[int]]] = {}
     train_seqs = None if train_ids is None else train_ids.tolist()  # once, not per model × strategy
+    # Shown on a terminal only (disable=None): decoding many models × strategies takes minutes.
+    progress = tqdm(total=len(models) * len(strategy_names), desc="decoding", disable=None, leave=False)
     for model_name, model in models.items():
         table[model_name] = {}
         for name in strategy_names:
+            progress.set_postfix_str(f"{model_name} {name}")
+            progress.update(1)
             strategy = STRATEGIES[name]
             extra: dict = {}
             if precomputed and (model_name, name) in precomputed:
@@ -277,6 +297,7 @@ def decoding_table(
                 seed=seed,
                 word_start_ids=word_start_ids,
                 blocker_n=blocker_n,
+                blocker_include_prompt=blocker_include_prompt,
             )
             generations[(model_name, name)] = sequences
             table[model_name][name] = {
@@ -288,4 +309,5 @@ def decoding_table(
                 **facts,
                 **extra,
             }
+    progress.close()
     return table, generations

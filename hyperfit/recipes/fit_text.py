@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 
 import torch
 from accelerate.utils import set_seed
 
-from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
+from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
-from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
+from hyperfit.text.metrics import word_metrics
+from hyperfit.text.model import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    check_positions,
+    eos_ids,
+    load_causal_lm,
+    model_fingerprint,
+    word_start_ids,
+)
+from hyperfit.text.retention import domain_perplexities, retention_summary, run_domain_blocks
 
 CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
 
@@ -66,24 +75,40 @@ def decode_texts(tokenizer, sequences: list[list[int]]) -> list[str]:
 
 def main(configs: tuple) -> dict:
     model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
-    started = time.perf_counter()
     accelerator = build_accelerator(train_cfg)
     set_seed(train_cfg.seed)
+    check_source(data_cfg)  # every input is checked before the run directory is touched
+    recorded = {
+        **config_dict(*configs),
+        "model_fingerprint": model_fingerprint(model_cfg),
+        "num_processes": accelerator.num_processes,
+    }
     run = Run.open(
         run_cfg.out,
         overwrite=run_cfg.overwrite,
         resume=run_cfg.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
+        command="fit-text",
+        config=recorded,
+        allow_changes=run_cfg.allow_changes,
     )
     if run.is_finished:
         accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
         write_report(run.path)
         return read_json(run.file("summary.json"))
 
-    check_source(data_cfg)
     # Model, then data tokenised once with its tokenizer (a resumed run reloads the exact saved ids).
     model, tokenizer, model_description = load_causal_lm(model_cfg)
+    check_positions(
+        model,
+        lengths={
+            "--block_len": data_cfg.block_len,
+            "--eval_len": data_cfg.eval_len or data_cfg.block_len,
+            "--prompt_tokens + --max_new_tokens": eval_cfg.prompt_tokens + eval_cfg.max_new_tokens,
+        },
+        description=model_description,
+    )
     if run_cfg.resume and run.file("data.pt").exists():
         saved = torch.load(run.file("data.pt"))
         manifest = read_json(run.file("manifest.json"))
@@ -100,19 +125,24 @@ def main(configs: tuple) -> dict:
         if accelerator.is_main_process:
             save_splits(splits, run.path)
             run.write_json("manifest.json", splits.manifest)
-            run.write_json(
-                "config.json",
-                {
-                    **config_dict(*configs),
-                    "model_description": model_description,
-                    "num_processes": accelerator.num_processes,
-                },
-            )
+            run.write_config({**recorded, "model_description": model_description})
     prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
     stop_ids = eos_ids(model, tokenizer)
     # The original model, kept on the CPU, is decoded beside the hyperfitted one at the end.
     original = copy.deepcopy(model) if eval_cfg.strategy_names() and accelerator.is_main_process else None
     model.to(accelerator.device)
+    # Knowledge retention: teacher-forced perplexity on every bundled domain, before training and after.
+    domains, retention_before = {}, {}
+    if accelerator.is_main_process:
+        domains = run_domain_blocks(
+            tokenizer,
+            source=data_cfg.data,
+            eval_ids=splits.eval_ids,
+            domains=data_cfg.retention_domain_names(),
+        )
+        with torch.no_grad(), accelerator.autocast():
+            retention_before = domain_perplexities(model, domains, batch_size=eval_cfg.eval_batch_size)
+    model, trainable = prepare_trainable(model, train_cfg)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
         gen_metrics, sequences = generation_stats(
@@ -139,9 +169,11 @@ def main(configs: tuple) -> dict:
         return {**gen_metrics, **held_out}
 
     result = train(model, splits.train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate)
-    model = result.pop("model")
+    model = finish_trainable(result.pop("model"))
 
     if accelerator.is_main_process:
+        with torch.no_grad(), accelerator.autocast():
+            retention_after = domain_perplexities(model, domains, batch_size=eval_cfg.eval_batch_size)
         if run_cfg.save_model:
             model.save_pretrained(run.path / "model", safe_serialization=True)
             tokenizer.save_pretrained(run.path / "model")
@@ -171,10 +203,12 @@ def main(configs: tuple) -> dict:
             "before": _headline(evals[0]),
             "after": _headline(evals[-1]),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
+            "trainable": trainable,
+            "retention": retention_summary(retention_before, retention_after, trained_on=next(iter(domains))),
             "epoch_losses": result["epoch_losses"],
             "samples_shown": eval_cfg.samples_shown,
             **comparison,
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary=summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
@@ -221,6 +255,7 @@ def compare_original(
             ttr_window=eval_cfg.ttr_window,
             word_start_ids=word_start_ids(tokenizer) if eval_cfg.word_finish else None,
             blocker_n=eval_cfg.blocker_n,
+            blocker_include_prompt=eval_cfg.blocker_include_prompt,
             precomputed=precomputed,
         )
         sharpness = compare_sharpness(
@@ -229,9 +264,7 @@ def compare_original(
         )
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
-        table[model_name][strategy]["word_ttr"] = mean_ttr(
-            [t.split() for t in texts], window=eval_cfg.ttr_window
-        )
+        table[model_name][strategy].update(word_metrics(texts, ttr_window=eval_cfg.ttr_window))
         run.write_jsonl(
             f"generations/decoding/{model_name}_{strategy}.jsonl",
             [

@@ -287,13 +287,16 @@ DECODING_COLUMNS = (
     "rep_2",
     "rep_3",
     "rep_4",
+    "word_rep_4",
     "diversity",
+    "word_diversity",
     "distinct_2",
     "self_bleu",
     "loop_share",
     "copy_gt10_share",
     "copy_mean_longest",
     "blocker_fired",
+    "blocker_changed",
     "temperature",
 )
 
@@ -328,6 +331,27 @@ def length_table(summary: dict) -> tuple[list[str], list[list[str]]]:
                 metrics = table.get(model_name, {}).get(strategy, {})
                 cells += [_fmt(metrics.get("ttr"), "{:.3f}"), _fmt(metrics.get("rep_4"), "{:.3f}")]
             rows.append(cells)
+    return header, rows
+
+
+def retention_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Per-domain held-out perplexity before → after with 95 % intervals, and the paired ratio (summary["retention"])."""
+    retention = summary.get("retention") or {}
+    header = ["domain", "before [95 % CI]", "after [95 % CI]", "after / before [95 % CI]", "p"]
+
+    def ci(value, interval, pattern="{:.1f}"):
+        return f"{_fmt(value, pattern)} [{_fmt(interval[0], pattern)}, {_fmt(interval[1], pattern)}]"
+
+    rows = [
+        [
+            domain + (" (trained on)" if r["trained_on"] else ""),
+            ci(r["perplexity_before"], r["perplexity_before_ci"]),
+            ci(r["perplexity_after"], r["perplexity_after_ci"]),
+            ci(r["ratio"], r["ratio_ci"], "{:.2f}"),
+            _fmt(r["p"], "{:.3f}"),
+        ]
+        for domain, r in retention.items()
+    ]
     return header, rows
 
 
@@ -455,6 +479,14 @@ def write_report(run_dir: str | Path, *, summary: dict | None = None) -> Path:
         ]
     if sharp_rows:
         md += ["", "## Sharpness and reference-token ranks", "", *_md_table(sharp_header, sharp_rows)]
+    retention_header, retention_rows = retention_table(summary)
+    if retention_rows:
+        md += [
+            "",
+            "## Retention: held-out perplexity on every bundled domain",
+            "",
+            *_md_table(retention_header, retention_rows),
+        ]
     md += ["", "## Greedy continuations of held-out prompts", ""] if samples else []
     for i, s in enumerate(samples, 1):
         md += [
@@ -513,6 +545,7 @@ td:first-child{{text-align:left}}.cols{{display:grid;grid-auto-flow:column;grid-
 {"<h2>Decoding strategies (same prompts)</h2>" + _html_table(dec_header, dec_rows) if dec_rows else ""}
 {"<h2>By generated length (first L tokens of each continuation)</h2>" + _html_table(length_header, length_rows) if length_rows else ""}
 {"<h2>Sharpness and reference-token ranks</h2>" + _html_table(sharp_header, sharp_rows) if sharp_rows else ""}
+{"<h2>Retention: held-out perplexity on every bundled domain</h2>" + _html_table(retention_header, retention_rows) if retention_rows else ""}
 {rank_chart(summary)}{sharpness_charts(summary)}
 {"<h2>Greedy continuations of held-out prompts</h2><p>Words in a repeated 4-word sequence are marked.</p>" if samples else ""}{sample_html}</body></html>
 """

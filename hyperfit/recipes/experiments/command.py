@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
-from hyperfit.common.config import RunConfig, config_dict, parse_config
-from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
+from hyperfit.common.config import RunConfig, close_progress_bars, config_dict, parse_config
+from hyperfit.common.runs import (
+    HyperfitError,
+    Run,
+    interrupted_message,
+    read_json,
+    undo_unstarted_runs,
+    write_json,
+)
 from hyperfit.common.train import build_accelerator
 from hyperfit.recipes.experiments.data_order import data_order
 from hyperfit.recipes.experiments.data_size import data_size, size_epochs
@@ -20,6 +26,7 @@ from hyperfit.recipes.experiments.early_stop import early_stop
 from hyperfit.recipes.experiments.lr_epochs import lr_epochs
 from hyperfit.recipes.experiments.report import write_experiment_report
 from hyperfit.recipes.experiments.shared import CONFIGS, PRESETS, Context, Outcome, _floats, _ints
+from hyperfit.recipes.experiments.which_layers import which_layers
 from hyperfit.text.data import check_source
 from hyperfit.text.model import ModelConfig, load_causal_lm, resolve_model
 
@@ -34,6 +41,8 @@ QUESTIONS = {
     "lr-epochs": "Reviewers' request (PAPER.md §10): sensitivity to the learning rate and the number of epochs.",
     "early-stop": "Reviewers' request (PAPER.md §10): is near-zero training loss needed, or does any fine-tuning on "
     "the same blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P.",
+    "which-layers": "Where the effect lives (Li et al. 2026: the change sits in the final block; LoRA on the last 5 "
+    "layers suffices): full hyperfitting vs the last block only, embeddings + head only and LoRA, at equal updates.",
 }
 
 EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
@@ -42,6 +51,7 @@ EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
     "domain": domain,
     "lr-epochs": lr_epochs,
     "early-stop": early_stop,
+    "which-layers": which_layers,
 }
 
 
@@ -80,6 +90,11 @@ def check(name: str, configs: tuple) -> None:
             raise HyperfitError("lr-epochs needs positive learning rates; pass e.g. --lrs 1e-5,4e-5.")
         if not _ints(exp.epoch_grid, "epoch_grid") or min(_ints(exp.epoch_grid, "epoch_grid")) < 1:
             raise HyperfitError("lr-epochs needs epoch counts ≥ 1; pass e.g. --epoch_grid 5,10,20.")
+    if name == "which-layers":
+        if exp.lora_rank < 1 or exp.lora_lr <= 0:
+            raise HyperfitError("which-layers needs --lora_rank ≥ 1 and a positive --lora_lr.")
+        if train_cfg.train_layers != "all" or train_cfg.lora_r:
+            raise HyperfitError("which-layers sets --train_layers and --lora_r per variant; drop them.")
     if name == "early-stop":
         if train_cfg.epochs < 2:
             raise HyperfitError("early-stop needs --epochs ≥ 2 so that an earlier stop exists.")
@@ -109,14 +124,14 @@ def prepare_base_model(model_cfg: ModelConfig, out: Path) -> tuple[ModelConfig, 
 def main(name: str, configs: tuple) -> dict:
     if name not in EXPERIMENTS:
         raise HyperfitError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
-    started = time.perf_counter()
     check(name, configs)
     model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg, exp = configs
     out = Path(run_cfg.out)
-    run = Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume)
+    run = Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume, command=f"experiment {name}")
     # Resuming a finished experiment only re-reads it: the wall time of the work stays the one it took.
     earlier_wall = read_json(out / "summary.json")["wall_seconds"] if run.is_finished else 0.0
     write_json(out / "experiment.json", {"experiment": name, **config_dict(*configs)})
+    run.commit()  # the experiment has started: an older one that --overwrite kept aside can go
     base_cfg, description = prepare_base_model(model_cfg, out)
     ctx = Context(
         out=out,
@@ -138,7 +153,7 @@ def main(name: str, configs: tuple) -> dict:
         **outcome.facts,
         "notes": outcome.notes,
         "variants": sorted(p.name for p in (out / "runs").iterdir()),
-        "wall_seconds": earlier_wall or time.perf_counter() - started,
+        "wall_seconds": earlier_wall or run.wall_seconds(),
     }
     write_experiment_report(out, summary, outcome, configs)
     write_json(out / "summary.json", summary)  # written last: its presence marks the experiment finished
@@ -169,6 +184,7 @@ experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and on
   domain      train on each domain, evaluate on every domain                        (--domains)
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
   early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
+  which-layers  full vs last block vs embeddings+head vs LoRA, equal updates   (--lora_layers, --lora_rank, --lora_lr)
 
 --preset cpu (default) runs on 2 CPU cores in 7-12 minutes each; --preset paper is the paper's scale.
 `hyperfit experiment NAME --help` lists every option."""
@@ -185,12 +201,23 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     if not any(a == "--preset" or a.startswith("--preset=") for a in rest):
         rest = ["--preset", "cpu", *rest]
+    configs: tuple = ()
     try:
         configs = parse_config(CONFIGS, rest, presets=PRESETS, prog=f"hyperfit experiment {name}")
         if configs[4].out == RunConfig().out:
             configs = (*configs[:4], replace(configs[4], out=f"runs/experiments/{name}"), configs[5])
         main(name, configs)
+    except KeyboardInterrupt:
+        undo_unstarted_runs()
+        close_progress_bars()
+        print(interrupted_message(configs[4].out if configs else None), file=sys.stderr)
+        return 130
     except HyperfitError as err:
+        undo_unstarted_runs()
+        close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception:
+        undo_unstarted_runs()  # even a traceback loses no earlier experiment
+        raise
     return 0
