@@ -20,6 +20,12 @@ from tqdm.auto import tqdm
 from hyperfit.common.batch import count_label_tokens, make_batch, token_nll_sum
 from hyperfit.common.config import TrainConfig
 from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
+from hyperfit.common.shard import (
+    evaluation_model,
+    every_rank_evaluates,
+    prepare_model_and_optimizer,
+    restore_fsdp_on_cpu,
+)
 
 CHECKPOINT_DIR = "checkpoints/last"
 
@@ -28,11 +34,14 @@ EvaluateFn = Callable[..., dict]
 
 
 def build_accelerator(cfg: TrainConfig, *, cpu: bool | None = None) -> Accelerator:
-    """The run's single Accelerator. ``cpu=None`` uses a GPU when one is visible."""
+    """The run's single Accelerator. ``cpu=None`` uses a GPU when one is visible. The distribution strategy
+    (DDP, FSDP, ZeRO-3) comes from ``accelerate launch --config_file``; see ``hyperfit.common.shard``."""
     mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[cfg.precision]
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available()
     )
+    restore_fsdp_on_cpu(accelerator)
+    return accelerator
 
 
 def disable_dropout(model: torch.nn.Module) -> int:
@@ -80,10 +89,13 @@ def _save_checkpoint(accelerator: Accelerator, run: Run, state: dict) -> None:
     """Save model, optimizer and RNG state (accelerate) plus our trainer state, replacing the last one atomically."""
     final = run.path / CHECKPOINT_DIR
     tmp = final.with_name("last.tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)  # before the barrier: under FSDP every process writes its shard into it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process writes its RNG state (and, sharded, its shard) into tmp
     if accelerator.is_main_process:
         write_json(tmp / "trainer_state.json", state)
         old = final.with_name("last.old")
@@ -133,11 +145,16 @@ def train(
     if cfg.dropout_off:
         disable_dropout(model)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # Non-reentrant checkpointing is the variant that composes with FSDP and with frozen inputs.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare_model_and_optimizer(
+        model,
+        lambda params: optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        accelerator,
+        micro_batch_size=micro,
+        accumulation=accumulation,
+    )
     device = accelerator.device
 
     state = {"epoch": 0, "step": 0, "epoch_losses": [], "tokens_seen": 0, "train_seconds": 0.0}
@@ -149,9 +166,14 @@ def train(
     else:
         run.truncate_metrics(after_step=-1)  # a run restarted before its first checkpoint starts clean
 
+    # A sharded model needs every process in each forward pass, so then all of them evaluate (the same prompts,
+    # the same gathered weights, the same results) and the main process alone writes; otherwise the main
+    # process evaluates the unwrapped model while the others wait.
+    evaluating = every_rank_evaluates(accelerator) or accelerator.is_main_process
+
     def run_evaluation(epoch: int, step: int) -> None:
-        if evaluate is not None and accelerator.is_main_process:
-            inner = accelerator.unwrap_model(model)
+        if evaluate is not None and evaluating:
+            inner = evaluation_model(model, accelerator)
             inner.eval()
             with torch.no_grad():
                 metrics = evaluate(inner, epoch=epoch, step=step)
@@ -248,7 +270,7 @@ def train(
     bar.close()
     if last_eval_epoch != state["epoch"]:  # e.g. resumed a run whose last epoch was already done
         run_evaluation(state["epoch"], state["step"])
-    model = accelerator.unwrap_model(model)
+    model = evaluation_model(model, accelerator)  # still sharded under FSDP / ZeRO-3: save with save_full_model
     model.eval()
     return {
         "epochs_done": state["epoch"],
