@@ -67,31 +67,53 @@ def test_two_processes_match_one(tmp_path, single):
     assert_same_weights(two_dir, one_dir)
 
 
-@needs_launcher
-def test_fsdp_shards_over_two_cpu_processes_and_matches_one(tmp_path, single):
-    """configs/accelerate/fsdp.yaml on two gloo processes: every parameter becomes a DTensor and each process
-    holds about half of the numbers; losses, evaluations (run by both processes) and the gathered safetensors
-    model equal one process; the sharded checkpoint resumes to the same result."""
-    one, one_dir = single
-    out = tmp_path / "fsdp"
-    config = ROOT / "configs/accelerate/fsdp.yaml"
-    done = launch_two_processes(["tests/mp_train.py", str(out), "1"], cwd=ROOT, clean=out, config_file=config)
+def launch_fsdp(out: Path, *extra: str) -> dict:
+    done = launch_two_processes(
+        ["tests/mp_train.py", str(out), *extra],
+        cwd=ROOT,
+        clean=None if extra else out,
+        config_file=ROOT / "configs/accelerate/fsdp.yaml",
+    )
     assert done.returncode == 0, launch_failure(done)
-    # The first epoch's checkpoint is sharded: one file per process.
-    shards = sorted(p.name for p in (out / "checkpoints/last").rglob("*.distcp"))
-    assert len(shards) >= 2, sorted(p.name for p in (out / "checkpoints/last").rglob("*"))
-    done = launch_two_processes(["tests/mp_train.py", str(out), "2"], cwd=ROOT, config_file=config)
-    assert done.returncode == 0, launch_failure(done)
-    result = read_json(out / "result.json")
+    return read_json(out / "result.json")
+
+
+def assert_sharded_like_one(result: dict, one: dict) -> None:
     assert result["sharding"] == "fsdp" and result["world_size"] == 2
     for rank in result["shards"]:
         assert rank["all_dtensors"], rank
         assert rank["local_numel"] < 0.6 * rank["full_numel"], rank
     assert result["losses"] == pytest.approx(one["losses"], rel=1e-4)
     assert result["evals"] == pytest.approx(one["evals"], rel=1e-4)
-    assert [r["evaluations"] for r in result["shards"]] == [[2], [2]]  # sharded: every process evaluates
+
+
+@needs_launcher
+def test_fsdp_shards_over_two_cpu_processes_and_matches_one(tmp_path, single):
+    """configs/accelerate/fsdp.yaml on two gloo processes: every parameter becomes a DTensor and each process
+    holds about half of the numbers; losses and evaluations (run by both processes) equal one process; the
+    checkpoint is sharded; the gathered model is a safetensors file from_pretrained loads, equal to one process's."""
+    one, one_dir = single
+    out = tmp_path / "fsdp"
+    result = launch_fsdp(out)
+    assert_sharded_like_one(result, one)
+    assert [r["evaluations"] for r in result["shards"]] == [[0, 1, 2], [0, 1, 2]]  # every process evaluates
+    assert len(list((out / "checkpoints/last").rglob("*.distcp"))) >= 4  # model and optimizer, per process
     assert_same_weights(out, one_dir)
     from transformers import AutoModelForCausalLM
 
     loaded = AutoModelForCausalLM.from_pretrained(out / "model")
     assert type(loaded).__name__ == "LlamaForCausalLM"
+
+
+@pytest.mark.slow
+@needs_launcher
+def test_fsdp_resumes_from_its_sharded_checkpoint(tmp_path, single):
+    """Stopped after epoch 1 and resumed from the sharded checkpoint, the run equals an uninterrupted one."""
+    one, one_dir = single
+    out = tmp_path / "fsdp"
+    launch_fsdp(out, "1")
+    assert len(list((out / "checkpoints/last").rglob("*.distcp"))) >= 4
+    result = launch_fsdp(out, "2")
+    assert_sharded_like_one(result, one)
+    assert [r["evaluations"] for r in result["shards"]] == [[2], [2]]
+    assert_same_weights(out, one_dir)

@@ -6,7 +6,6 @@ during and after) → save → summary and report. ``accelerate launch scripts/f
 
 from __future__ import annotations
 
-import copy
 import sys
 import time
 
@@ -19,6 +18,7 @@ from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_di
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
+from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
 from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
@@ -110,9 +110,6 @@ def main(configs: tuple) -> dict:
             )
     prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
     stop_ids = eos_ids(model, tokenizer)
-    # The original model, kept on the CPU, is decoded beside the hyperfitted one at the end.
-    original = copy.deepcopy(model) if eval_cfg.strategy_names() and accelerator.is_main_process else None
-    model.to(accelerator.device)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
         gen_metrics, sequences = generation_stats(
@@ -139,28 +136,35 @@ def main(configs: tuple) -> dict:
         return {**gen_metrics, **held_out}
 
     result = train(model, splits.train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate)
-    model = result.pop("model")
+    model = result.pop("model")  # under FSDP / ZeRO-3 still sharded: every process saves and decodes with it
+    accelerator.free_memory()  # drop the optimizer (Adam state) before the original model is read again
+
+    if run_cfg.save_model:
+        save_full_model(model, run.path / "model", accelerator)
+        if accelerator.is_main_process:
+            tokenizer.save_pretrained(run.path / "model")
+    evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+    comparison = {}
+    if eval_cfg.strategy_names() and (every_rank_evaluates(accelerator) or accelerator.is_main_process):
+        # The original is read again from its source rather than kept through training: a second full copy
+        # would double the memory of a 7B model. It is placed (or sharded) like the hyperfitted model.
+        original = prepare_for_inference(load_causal_lm(model_cfg)[0].eval(), accelerator)
+        comparison = compare_original(
+            original,
+            model,
+            splits,
+            prompts,
+            evals,
+            tokenizer,
+            eval_cfg,
+            train_cfg,
+            accelerator,
+            run,
+            stop_ids,
+        )
+        del original
 
     if accelerator.is_main_process:
-        if run_cfg.save_model:
-            model.save_pretrained(run.path / "model", safe_serialization=True)
-            tokenizer.save_pretrained(run.path / "model")
-        evals = [r for r in run.metrics() if r.get("kind") == "eval"]
-        comparison = {}
-        if original is not None:
-            comparison = compare_original(
-                original.to(accelerator.device),
-                model,
-                splits,
-                prompts,
-                evals,
-                tokenizer,
-                eval_cfg,
-                train_cfg,
-                accelerator,
-                run,
-                stop_ids,
-            )
         summary = {
             "modality": "text",
             "model": model_description,
