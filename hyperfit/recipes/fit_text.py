@@ -116,6 +116,7 @@ def main(configs: tuple) -> dict:
             model,
             prompts,
             max_new_tokens=eval_cfg.max_new_tokens,
+            min_new_tokens=eval_cfg.min_new_tokens,
             ttr_window=eval_cfg.ttr_window,
             batch_size=eval_cfg.eval_batch_size,
             eos_id=stop_ids,
@@ -216,6 +217,7 @@ def compare_original(
             prompts,
             eval_cfg.strategy_names(),
             max_new_tokens=eval_cfg.max_new_tokens,
+            min_new_tokens=eval_cfg.min_new_tokens,
             train_ids=splits.train_ids,
             eval_blocks=splits.eval_ids,
             target_entropy=evals[-1]["entropy"],
@@ -259,6 +261,8 @@ HEADLINE = (
     "seq_perplexity",
     "rep_4",
     "loop_share",
+    "short_share",
+    "short_length",
 )
 
 
