@@ -120,3 +120,18 @@ def short_rows(sequences: Sequence[Sequence[int]], *, max_new_tokens: int) -> di
         "short_share": len(short) / max(len(sequences), 1),
         "short_length": sum(short) / len(short) if short else math.nan,
     }
+
+
+def average_over_domains(by_domain: dict[str, dict]) -> dict:
+    """The unweighted mean over domains of every number all domains report (the paper averages its news,
+    Wikipedia and fiction figures), with the per-domain figures kept under ``domains``."""
+    first = next(iter(by_domain.values()))
+    shared = [
+        k
+        for k, v in first.items()
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and all(isinstance(d.get(k), int | float) for d in by_domain.values())
+    ]
+    average = {k: sum(float(d[k]) for d in by_domain.values()) / len(by_domain) for k in shared}
+    return {**average, "domains": by_domain}

@@ -96,7 +96,9 @@ def prepare_model_and_optimizer(
                 f"under DeepSpeed the optimizer steps inside every backward, so accumulation ({accumulation} "
                 "micro-batches per step) is not possible; pass --micro_batch_size = batch_size / processes."
             )
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = micro_batch_size
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            micro_batch_size
+        )
     if mode == "none" and accelerator.distributed_type != DistributedType.DEEPSPEED:
         model.to(accelerator.device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad])

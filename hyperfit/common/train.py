@@ -270,7 +270,9 @@ def train(
     bar.close()
     if last_eval_epoch != state["epoch"]:  # e.g. resumed a run whose last epoch was already done
         run_evaluation(state["epoch"], state["step"])
-    model = evaluation_model(model, accelerator)  # still sharded under FSDP / ZeRO-3: save with save_full_model
+    model = evaluation_model(
+        model, accelerator
+    )  # still sharded under FSDP / ZeRO-3: save with save_full_model
     model.eval()
     return {
         "epochs_done": state["epoch"],

@@ -13,14 +13,20 @@ import torch
 from accelerate.utils import set_seed
 
 from hyperfit.common.analysis import mean_ttr
-from hyperfit.common.compare import compare_sharpness, decoding_table
+from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
-from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
+from hyperfit.common.evaluate import (
+    average_over_domains,
+    collect_token_stats,
+    generation_stats,
+    teacher_forced_stats,
+)
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
 from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
+from hyperfit.text.eval_sets import domain_rows, parse_eval_data, with_eval_sets
 from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
 
 CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
@@ -82,6 +88,7 @@ def main(configs: tuple) -> dict:
         return read_json(run.file("summary.json"))
 
     check_source(data_cfg)
+    parse_eval_data(data_cfg.eval_data)  # a missing --eval_data file stops the run before the model loads
     # Model, then data tokenised once with its tokenizer (a resumed run reloads the exact saved ids).
     model, tokenizer, model_description = load_causal_lm(model_cfg)
     if run_cfg.resume and run.file("data.pt").exists():
@@ -92,6 +99,8 @@ def main(configs: tuple) -> dict:
         splits = TextSplits(saved["train_ids"], saved["eval_ids"], manifest)
     else:
         splits = build_text_splits(data_cfg, tokenizer, tokenizer_name=model_description)
+        if data_cfg.eval_data:
+            splits = with_eval_sets(splits, data_cfg, tokenizer)
         if splits.eval_ids.size(1) <= eval_cfg.prompt_tokens:
             raise HyperfitError(
                 f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {eval_cfg.prompt_tokens}"
@@ -109,32 +118,42 @@ def main(configs: tuple) -> dict:
                 },
             )
     prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
+    domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
     stop_ids = eos_ids(model, tokenizer)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        gen_metrics, sequences = generation_stats(
-            model,
-            prompts,
-            max_new_tokens=eval_cfg.max_new_tokens,
-            min_new_tokens=eval_cfg.min_new_tokens,
-            ttr_window=eval_cfg.ttr_window,
-            batch_size=eval_cfg.eval_batch_size,
-            eos_id=stop_ids,
-        )
-        held_out = teacher_forced_stats(model, splits.eval_ids, batch_size=eval_cfg.eval_batch_size)
+        by_domain, sequences = {}, []
+        for name, rows in domains.items():
+            gen_metrics, domain_sequences = generation_stats(
+                model,
+                prompts[rows],
+                max_new_tokens=eval_cfg.max_new_tokens,
+                min_new_tokens=eval_cfg.min_new_tokens,
+                ttr_window=eval_cfg.ttr_window,
+                batch_size=eval_cfg.eval_batch_size,
+                eos_id=stop_ids,
+            )
+            held_out = teacher_forced_stats(model, splits.eval_ids[rows], batch_size=eval_cfg.eval_batch_size)
+            by_domain[name] = {**gen_metrics, **held_out}
+            sequences += domain_sequences
+        metrics = next(iter(by_domain.values())) if len(by_domain) == 1 else average_over_domains(by_domain)
         texts = decode_texts(tokenizer, sequences)
         prompt_texts = decode_texts(tokenizer, prompts.tolist())
         references = decode_texts(tokenizer, splits.eval_ids[:, eval_cfg.prompt_tokens :].tolist())
+        domain_of = [name for name, rows in domains.items() for _ in range(rows.start, rows.stop)]
         records = [
-            {"index": i, "prompt": p, "continuation": c, "reference": r, "ids": s}
-            for i, (p, c, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
+            {"index": i, "domain": d, "prompt": p, "continuation": c, "reference": r, "ids": s}
+            for i, (d, p, c, r, s) in enumerate(
+                zip(domain_of, prompt_texts, texts, references, sequences, strict=True)
+            )
         ]
         run.write_jsonl(f"generations/epoch_{epoch:03d}.jsonl", records)
         accelerator.print(
-            f"epoch {epoch}: TTR {gen_metrics['ttr']:.3f}, held-out loss {held_out['loss']:.3f}, "
-            f"entropy {held_out['entropy']:.3f}, top-1 {held_out['top1_prob']:.3f}"
+            f"epoch {epoch}: TTR {metrics['ttr']:.3f}, held-out loss {metrics['loss']:.3f}, "
+            f"entropy {metrics['entropy']:.3f}, top-1 {metrics['top1_prob']:.3f}"
+            + (f" (mean of {', '.join(domains)})" if len(domains) > 1 else "")
         )
-        return {**gen_metrics, **held_out}
+        return metrics
 
     result = train(model, splits.train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate)
     model = result.pop("model")  # under FSDP / ZeRO-3 still sharded: every process saves and decodes with it
@@ -162,6 +181,7 @@ def main(configs: tuple) -> dict:
             accelerator,
             run,
             stop_ids,
+            domains,
         )
         del original
 
@@ -201,8 +221,13 @@ def compare_original(
     accelerator,
     run,
     stop_ids,
+    domains,
 ) -> dict:
-    """Decode both models with every strategy on the held-out prompts; compare sharpness and reference ranks."""
+    """Decode both models with every strategy on the held-out prompts; compare sharpness and reference ranks.
+
+    With several domains every decoding figure is the mean over domains (``domains`` holds each one's), and the
+    sharpness comparison is given per domain as well as over all positions (equal-sized domains, so its means
+    equal the means over domains)."""
     models = {"original": original, "hyperfitted": hyperfitted}
     # The greedy continuations of the first and last evaluation were decoded by exactly these models: reuse them.
     precomputed = {
@@ -229,10 +254,31 @@ def compare_original(
             blocker_n=eval_cfg.blocker_n,
             precomputed=precomputed,
         )
-        sharpness = compare_sharpness(
-            collect_token_stats(original, splits.eval_ids, batch_size=eval_cfg.eval_batch_size),
-            collect_token_stats(hyperfitted, splits.eval_ids, batch_size=eval_cfg.eval_batch_size),
-        )
+        stats = [
+            collect_token_stats(m, splits.eval_ids, batch_size=eval_cfg.eval_batch_size)
+            for m in (original, hyperfitted)
+        ]
+    sharpness = compare_sharpness(*stats)
+    if len(domains) > 1:
+        positions = splits.eval_ids.size(1) - 1  # collect_token_stats flattens blocks in order
+        sharpness["domains"] = {
+            name: compare_sharpness(
+                *({k: v[rows.start * positions : rows.stop * positions] for k, v in s.items()} for s in stats)
+            )
+            for name, rows in domains.items()
+        }
+        train_seqs = splits.train_ids.tolist()
+        for (model_name, strategy), sequences in generations.items():
+            by_domain = {
+                name: generation_metrics(
+                    sequences[rows],
+                    train_seqs=train_seqs,
+                    ttr_window=eval_cfg.ttr_window,
+                    max_new_tokens=eval_cfg.max_new_tokens,
+                )
+                for name, rows in domains.items()
+            }
+            table[model_name][strategy].update(average_over_domains(by_domain))
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
         table[model_name][strategy]["word_ttr"] = mean_ttr(

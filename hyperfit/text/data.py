@@ -41,6 +41,14 @@ class TextDataConfig:
         default=None, metadata={"help": "Tokens per held-out block; unset = block_len."}
     )
     data_seed: int = field(default=0, metadata={"help": "Seed of the document selection."})
+    eval_data: str = field(
+        default="",
+        metadata={
+            "help": "Held-out texts from these sources instead (comma list of lee, wiki, FILE.txt/.jsonl, hf:NAME): "
+            "--n_eval texts from each, none overlapping the training documents; every figure is reported per "
+            "source and averaged (the paper: news, Wikipedia, fiction, 100 each). Unset = --data's own held-out."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.n_train < 1 or self.n_eval < 1 or self.block_len < 2:
