@@ -18,6 +18,8 @@ commands:
   experiment {data-size,data-order,domain,lr-epochs,early-stop} [fit-text options] --out DIR:
              the paper's data experiments (§6) and reviewer ablations, a table and a plot each
   compare    one cross-modal table of finished runs: hyperfit compare RUN_DIR... --out DIR
+  plan       memory per GPU of a run (weights, gradients, Adam, activations), whether it fits, the accelerate
+             config and launch command: hyperfit plan --model 8e9 --gpus 8 --gpu_memory_gb 80 --strategy fsdp
   report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
 
 `hyperfit COMMAND --help` lists a command's options."""
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return cli(rest)
     if command == "experiment":
         from hyperfit.recipes.experiments import cli
+
+        return cli(rest)
+    if command == "plan":
+        from hyperfit.recipes.plan import cli
 
         return cli(rest)
     if command == "compare":
