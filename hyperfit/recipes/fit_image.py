@@ -95,6 +95,8 @@ PRESETS = {
         grid_scale=3,
         out="runs/paper/image",
     ),
+    # The same, named after its model: ImageGPT-Large (1.36B parameters) on 2,000 CIFAR-10 images, one GPU.
+    "paper-imagegpt": {},
     # The offline default on 2 CPU cores (PAPER.md §13b): the pretrain-image prior on 32 held-in patches.
     "cpu-demo": dict(
         prior=DEFAULT_PRIOR,
@@ -111,6 +113,7 @@ PRESETS = {
         out="runs/demo/image",
     ),
 }
+PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
 
 
@@ -266,6 +269,7 @@ def main(configs: tuple) -> dict:
                 tokenizer=tokenizer,
                 fid_model=eval_cfg.fid_model,
                 pretrained=eval_cfg.fid_pretrained,
+                device=accelerator.device,
             )
         grid = {"context": splits.eval_codes[shown]}
         grid.update({name: codes[shown] for name, codes in completions.items()})

@@ -46,6 +46,15 @@ PRESETS = {
         max_new_tokens=96,
         out="runs/paper/text",
     ),
+    # The paper's recipe with the paper's models (README "GPUs": memory from `hyperfit plan`, launch commands).
+    # Pass --data with the training corpus (the paper: 2,000 Fiction-Stories texts) and, for the paper's held-out
+    # protocol, --eval_data with its three domains (fiction, WikiText-103, BBC News; 100 texts each).
+    "paper-tinyllama": {"model": "TinyLlama/TinyLlama_v1.1", "out": "runs/paper/tinyllama"},  # one GPU
+    "paper-llama3-8b": {"model": "meta-llama/Llama-3.1-8B", "out": "runs/paper/llama3-8b"},  # FSDP
+    "paper-deepseek-7b": {
+        "model": "deepseek-ai/deepseek-llm-7b-base",
+        "out": "runs/paper/deepseek-7b",
+    },  # FSDP
     # The offline default on 2 CPU cores (PAPER.md §13): SmolLM2-135M on 32 Lee news blocks of 128 tokens.
     # lr 8e-5 × 16 epochs (64 updates) reaches train loss ~0.08, as lr 4e-5 × 20 reaches ~0.13, in 20 % less time.
     "cpu-demo": dict(
@@ -64,6 +73,10 @@ PRESETS = {
         out="runs/demo/text",
     ),
 }
+
+
+for _name in ("paper-tinyllama", "paper-llama3-8b", "paper-deepseek-7b"):
+    PRESETS[_name] = {**PRESETS["paper"], **PRESETS[_name]}
 
 
 def decode_texts(tokenizer, sequences: list[list[int]]) -> list[str]:
