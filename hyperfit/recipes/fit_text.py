@@ -23,7 +23,7 @@ from hyperfit.common.evaluate import (
 )
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
-from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model
+from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model, sharding
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
 from hyperfit.text.eval_sets import domain_rows, parse_eval_data, with_eval_sets
@@ -128,6 +128,7 @@ def main(configs: tuple) -> dict:
                     **config_dict(*configs),
                     "model_description": model_description,
                     "num_processes": accelerator.num_processes,
+                    "sharding": sharding(accelerator),
                 },
             )
     prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
