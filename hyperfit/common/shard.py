@@ -52,16 +52,21 @@ def sharding(accelerator: Accelerator) -> str:
 
 def check_wrappable(model: torch.nn.Module, accelerator: Accelerator) -> None:
     """Refuse, in one sentence, an FSDP configuration that cannot shard this model block by block."""
-    if sharding(accelerator) != "fsdp":
-        return
-    plugin = accelerator.state.fsdp_plugin
-    if plugin.fsdp_version != 2:
+    if sharding(accelerator) == "fsdp":
+        plugin = accelerator.state.fsdp_plugin
+        check_fsdp_wrap(model, plugin.transformer_cls_names_to_wrap, version=plugin.fsdp_version)
+
+
+def check_fsdp_wrap(model: torch.nn.Module, class_names: list[str] | None, *, version: int = 2) -> None:
+    """The FSDP config's block classes (``fsdp_transformer_layer_cls_to_wrap``, or the model's own
+    ``_no_split_modules`` when unset) must exist in ``model``, and the FSDP version must be 2."""
+    if version != 2:
         raise HyperfitError(
-            f"the accelerate config asks for FSDP version {plugin.fsdp_version}; hyperfit runs FSDP2 only: use "
+            f"the accelerate config asks for FSDP version {version}; hyperfit runs FSDP2 only: use "
             "configs/accelerate/fsdp.yaml (fsdp_version: 2)."
         )
     classes = {type(m).__name__ for m in model.modules()}
-    wanted = plugin.transformer_cls_names_to_wrap or list(getattr(model, "_no_split_modules", None) or [])
+    wanted = class_names or list(getattr(model, "_no_split_modules", None) or [])
     missing = [name for name in wanted if name not in classes]
     if missing or not wanted:
         stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList)]
@@ -69,7 +74,7 @@ def check_wrappable(model: torch.nn.Module, accelerator: Accelerator) -> None:
         raise HyperfitError(
             f"FSDP cannot wrap {type(model).__name__} block by block: "
             + (f"it has no {', '.join(missing)} layers" if missing else "it names no transformer block class")
-            + f"; set fsdp_transformer_layer_cls_to_wrap in the accelerate config to its block class "
+            + "; set fsdp_transformer_layer_cls_to_wrap in the accelerate config to its block class "
             f"({', '.join(blocks) or 'none found'})."
         )
 

@@ -129,7 +129,8 @@ def train(
 
     Every process holds all ``n`` blocks; each epoch is a seeded permutation cut into global batches of
     ``cfg.batch_size`` (an incomplete last batch is left out, a different one each epoch), each global batch is
-    split across processes and then into micro-batches. ``evaluate`` runs on the main process before training,
+    split across processes and then into micro-batches. ``evaluate`` runs on the main process (on every process
+    when the model is sharded, see ``hyperfit.common.shard``; only the main process writes) before training,
     every ``cfg.eval_every_epochs`` epochs (and ``eval_every_steps`` steps) and after the last epoch; its
     numbers are appended to ``metrics.jsonl`` together with one training record every ``log_every_steps``.
     With ``run`` reopened for resuming, training continues from the last checkpoint exactly.
