@@ -12,7 +12,7 @@ COMMON = Path(__file__).resolve().parents[1] / "hyperfit" / "common"
 
 def test_common_imports_nothing_from_text_image_or_recipes():
     offenders = []
-    for path in COMMON.glob("*.py"):
+    for path in COMMON.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
             if isinstance(node, ast.Import):

@@ -22,7 +22,15 @@ from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, write_json
-from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm, word_start_ids
+from hyperfit.text.data import read_text_file, vocab_fingerprint
+from hyperfit.text.model import (
+    ModelConfig,
+    check_positions,
+    eos_ids,
+    load_causal_lm,
+    resolve_model,
+    word_start_ids,
+)
 
 
 @dataclass
@@ -58,6 +66,10 @@ def parse_models(spec: str) -> dict[str, str]:
             raise HyperfitError(
                 f"--models item {item!r} is not NAME=SPEC; write e.g. original=smollm2-135m-gguf."
             )
+        if name in models:
+            raise HyperfitError(
+                f"--models names {name!r} twice ({models[name]} and {target}); give every model its own name."
+            )
         models[name] = target
     if not models:
         raise HyperfitError("no models given; pass --models original=SPEC,hyperfitted=RUN_DIR.")
@@ -78,6 +90,20 @@ def load_model(spec: str):
     return load_causal_lm(ModelConfig(model=spec))
 
 
+def check_same_tokenizer(run_dir: str, tokenizer, model_name: str) -> None:
+    """Refuse a run whose ids come from another tokenizer than the evaluated models' (its ids would be foreign)."""
+    recorded = json.loads((Path(run_dir) / "manifest.json").read_text()).get("tokenizer_vocab_sha256")
+    if recorded is None and (Path(run_dir) / "model" / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        recorded = vocab_fingerprint(AutoTokenizer.from_pretrained(Path(run_dir) / "model"))
+    if recorded is not None and recorded != vocab_fingerprint(tokenizer):
+        raise HyperfitError(
+            f"{run_dir} was tokenised with another tokenizer than model {model_name!r}, so its training ids mean "
+            "other tokens; pass --train_from a run of the same model family."
+        )
+
+
 def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torch.Tensor, list[str], int]:
     """(prompts[n, prompt_tokens], references, skipped): texts shorter than prompt_tokens + 1 tokens are skipped."""
     if not path.is_file():
@@ -85,7 +111,7 @@ def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torc
             f"prompts file {path} does not exist; pass a JSONL file with one {{'text': ...}} per line."
         )
     prompts, references, skipped = [], [], 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -94,6 +120,11 @@ def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torc
             raise HyperfitError(
                 f"{path} line {number} is not a JSON object with a 'text' field; fix it."
             ) from err
+        if not isinstance(text, str):
+            raise HyperfitError(
+                f"{path} line {number}: 'text' is a {type(text).__name__}, not a string; write the text as one "
+                "JSON string."
+            )
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
         if len(ids) <= prompt_tokens:
             skipped += 1
@@ -146,7 +177,15 @@ def main(configs: tuple) -> dict:
         raise HyperfitError(
             f"prompts file {cfg.prompts} does not exist; pass a JSONL file of {{'text': ...}} lines."
         )
-    run = Run.open(run_cfg.out, overwrite=run_cfg.overwrite, resume=False)
+    for spec in specs.values():
+        if not is_run_dir(spec):
+            resolve_model(ModelConfig(model=spec))  # a missing path stops here, before --out is touched
+    if cfg.train_from is not None and not is_run_dir(cfg.train_from):
+        raise HyperfitError(
+            f"--train_from {cfg.train_from} is not a fit-text run directory (no manifest.json and data.pt); "
+            "pass the --out of a fit-text run."
+        )
+    run = Run.open(run_cfg.out, overwrite=run_cfg.overwrite, resume=False, command="eval", resumable=False)
     loaded = {name: load_model(spec) for name, spec in specs.items()}
     first_name, (_, tokenizer, _) = next(iter(loaded.items()))
     for name, (_, other, _) in loaded.items():
@@ -157,6 +196,14 @@ def main(configs: tuple) -> dict:
             )
     run_dirs = [spec for spec in specs.values() if is_run_dir(spec)]
     train_from = cfg.train_from or (run_dirs[0] if run_dirs else None)
+    if train_from:
+        check_same_tokenizer(train_from, tokenizer, first_name)
+    for name, (model, _, description) in loaded.items():
+        check_positions(
+            model,
+            lengths={"--prompt_tokens + --max_new_tokens": eval_cfg.prompt_tokens + eval_cfg.max_new_tokens},
+            description=f"model {name!r} ({description})",
+        )
     train_ids = torch.load(Path(train_from) / "data.pt")["train_ids"] if train_from else None
     eval_blocks, skipped = None, 0
     if cfg.prompts:
@@ -250,7 +297,7 @@ def main(configs: tuple) -> dict:
         summary["sharpness"] = next(iter(sharpness.values()))
     elif sharpness:
         summary["sharpness_pairs"] = sharpness
-    run.write_json("config.json", {**vars(cfg), **vars(eval_cfg)})
+    run.write_config({**vars(cfg), **vars(eval_cfg)})
     write_report(run.path, summary=summary)
     write_json(run.file("summary.json"), summary)
     print(f"report: {run.path / 'report.html'}")

@@ -10,8 +10,8 @@ first 25 % of tokens (the paper's setting).
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
@@ -21,7 +21,16 @@ from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.report import write_report
-from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
+from hyperfit.common.runs import (
+    MAY_CHANGE_ON_RESUME,
+    HyperfitError,
+    Run,
+    fingerprint_files,
+    read_json,
+    read_jsonl,
+    sha256_ids,
+    write_json,
+)
 from hyperfit.common.shard import every_rank_evaluates, save_full_model
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
@@ -115,6 +124,14 @@ PRESETS = {
 }
 PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
+# Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
+REPORT_ONLY = {
+    "grid_rows",
+    "grid_scale",
+    "copy_mse",
+    "fid_model",
+    "fid_pretrained",
+}
 
 
 def sampling_processors(eval_cfg: ImageEvalConfig) -> list:
@@ -128,15 +145,24 @@ def sampling_processors(eval_cfg: ImageEvalConfig) -> list:
 
 def main(configs: tuple) -> dict:
     model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
-    started = time.perf_counter()
     accelerator = build_accelerator(train_cfg)
     set_seed(train_cfg.seed)
+    prior = Path(model_cfg.prior)
+    recorded = {
+        **config_dict(*configs),
+        "prior_fingerprint": f"files:{fingerprint_files(prior)}" if prior.exists() else f"hub:{prior}",
+        "num_processes": accelerator.num_processes,
+    }
     run = Run.open(
         run_cfg.out,
         overwrite=run_cfg.overwrite,
         resume=run_cfg.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
+        command="fit-image",
+        config=recorded,
+        allow_changes=run_cfg.allow_changes,
+        may_change=MAY_CHANGE_ON_RESUME | REPORT_ONLY,
     )
     if run.is_finished:
         accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
@@ -157,14 +183,7 @@ def main(configs: tuple) -> dict:
             save_splits(splits, run.path)
             tokenizer.save(run.file(TOKENIZER_FILE))
             run.write_json("manifest.json", splits.manifest)
-            run.write_json(
-                "config.json",
-                {
-                    **config_dict(*configs),
-                    "model_description": model_description,
-                    "num_processes": accelerator.num_processes,
-                },
-            )
+            run.write_config({**recorded, "model_description": model_description})
     n_tokens = splits.eval_codes.size(1)
     n_context = round(eval_cfg.context_fraction * n_tokens)
     block_len = model_block_len(model, n_tokens)  # 1 + t: SOS, then every code
@@ -296,7 +315,7 @@ def main(configs: tuple) -> dict:
             "grid_caption": "rows: held-out images; columns: " + " | ".join(grid),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "epoch_losses": result["epoch_losses"],
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary=summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished

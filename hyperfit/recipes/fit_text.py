@@ -7,7 +7,6 @@ during and after) → save → summary and report. ``accelerate launch scripts/f
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 from accelerate.utils import set_seed
@@ -27,7 +26,15 @@ from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, s
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
 from hyperfit.text.eval_sets import domain_rows, parse_eval_data, with_eval_sets
-from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
+from hyperfit.text.model import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    check_positions,
+    eos_ids,
+    load_causal_lm,
+    model_fingerprint,
+    word_start_ids,
+)
 
 CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
 
@@ -85,25 +92,42 @@ def decode_texts(tokenizer, sequences: list[list[int]]) -> list[str]:
 
 def main(configs: tuple) -> dict:
     model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
-    started = time.perf_counter()
     accelerator = build_accelerator(train_cfg)
     set_seed(train_cfg.seed)
+    check_source(data_cfg)  # every input is checked before the run directory is touched
+    parse_eval_data(data_cfg.eval_data)
+    recorded = {
+        **config_dict(*configs),
+        "model_fingerprint": model_fingerprint(model_cfg),
+        "num_processes": accelerator.num_processes,
+        "sharding": sharding(accelerator),
+    }
     run = Run.open(
         run_cfg.out,
         overwrite=run_cfg.overwrite,
         resume=run_cfg.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
+        command="fit-text",
+        config=recorded,
+        allow_changes=run_cfg.allow_changes,
     )
     if run.is_finished:
         accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
         write_report(run.path)
         return read_json(run.file("summary.json"))
 
-    check_source(data_cfg)
-    parse_eval_data(data_cfg.eval_data)  # a missing --eval_data file stops the run before the model loads
     # Model, then data tokenised once with its tokenizer (a resumed run reloads the exact saved ids).
     model, tokenizer, model_description = load_causal_lm(model_cfg)
+    check_positions(
+        model,
+        lengths={
+            "--block_len": data_cfg.block_len,
+            "--eval_len": data_cfg.eval_len or data_cfg.block_len,
+            "--prompt_tokens + --max_new_tokens": eval_cfg.prompt_tokens + eval_cfg.max_new_tokens,
+        },
+        description=model_description,
+    )
     if run_cfg.resume and run.file("data.pt").exists():
         saved = torch.load(run.file("data.pt"))
         manifest = read_json(run.file("manifest.json"))
@@ -122,15 +146,7 @@ def main(configs: tuple) -> dict:
         if accelerator.is_main_process:
             save_splits(splits, run.path)
             run.write_json("manifest.json", splits.manifest)
-            run.write_json(
-                "config.json",
-                {
-                    **config_dict(*configs),
-                    "model_description": model_description,
-                    "num_processes": accelerator.num_processes,
-                    "sharding": sharding(accelerator),
-                },
-            )
+            run.write_config({**recorded, "model_description": model_description})
     prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
     domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
     stop_ids = eos_ids(model, tokenizer)
@@ -213,7 +229,7 @@ def main(configs: tuple) -> dict:
             "epoch_losses": result["epoch_losses"],
             "samples_shown": eval_cfg.samples_shown,
             **comparison,
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary=summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished

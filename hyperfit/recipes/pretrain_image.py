@@ -19,7 +19,6 @@ rows are kept out entirely, their left half giving the hyperfitting pool and the
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +111,7 @@ PRESETS = {
 }
 DEFAULT_PRESET = "cpu"
 # Settings that do not change what is built: a finished prior is reused whatever they say.
-RUN_ONLY = ("out", "overwrite", "resume", "save_model")
+RUN_ONLY = ("out", "overwrite", "resume", "save_model", "allow_changes")
 
 
 def split_patches(data_cfg: PretrainDataConfig) -> tuple[dict[str, torch.Tensor], dict]:
@@ -184,7 +183,6 @@ def _reuse(path: Path, configs: tuple) -> dict:
 
 def main(configs: tuple) -> dict:
     prior_cfg, data_cfg, train_cfg, run_cfg = configs
-    started = time.perf_counter()
     accelerator = build_accelerator(train_cfg)
     set_seed(train_cfg.seed)
     out = Path(run_cfg.out)
@@ -198,6 +196,9 @@ def main(configs: tuple) -> dict:
         resume=run_cfg.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
+        command="pretrain-image",
+        config={**config_dict(*configs), "num_processes": accelerator.num_processes},
+        allow_changes=run_cfg.allow_changes,
     )
 
     # Patches, tokenizer and codes are built once by the main process; every process then reads the same files.
@@ -215,9 +216,7 @@ def main(configs: tuple) -> dict:
                 codes_sha256=sha256_ids(codes),
             )
             run.write_json("manifest.json", manifest)
-            run.write_json(
-                "config.json", {**config_dict(*configs), "num_processes": accelerator.num_processes}
-            )
+            run.write_config({**config_dict(*configs), "num_processes": accelerator.num_processes})
         accelerator.wait_for_everyone()
     tokenizer = load_image_tokenizer(run.file(TOKENIZER_FILE))
     codes = torch.load(run.file("data.pt"))["codes"]
@@ -263,7 +262,7 @@ def main(configs: tuple) -> dict:
             "before": evals[0],
             "after": evals[-1],
             "train": result,
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": run.wall_seconds(),
         }
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the prior finished
         accelerator.print(

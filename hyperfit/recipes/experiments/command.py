@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
-from hyperfit.common.config import RunConfig, config_dict, parse_config
-from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
+from hyperfit.common.config import RunConfig, close_progress_bars, config_dict, parse_config
+from hyperfit.common.runs import (
+    HyperfitError,
+    Run,
+    interrupted_message,
+    read_json,
+    undo_unstarted_runs,
+    write_json,
+)
 from hyperfit.common.train import build_accelerator
 from hyperfit.recipes.experiments.data_order import data_order
 from hyperfit.recipes.experiments.data_size import data_size, size_epochs
@@ -109,14 +115,14 @@ def prepare_base_model(model_cfg: ModelConfig, out: Path) -> tuple[ModelConfig, 
 def main(name: str, configs: tuple) -> dict:
     if name not in EXPERIMENTS:
         raise HyperfitError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
-    started = time.perf_counter()
     check(name, configs)
     model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg, exp = configs
     out = Path(run_cfg.out)
-    run = Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume)
+    run = Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume, command=f"experiment {name}")
     # Resuming a finished experiment only re-reads it: the wall time of the work stays the one it took.
     earlier_wall = read_json(out / "summary.json")["wall_seconds"] if run.is_finished else 0.0
     write_json(out / "experiment.json", {"experiment": name, **config_dict(*configs)})
+    run.commit()  # the experiment has started: an older one that --overwrite kept aside can go
     base_cfg, description = prepare_base_model(model_cfg, out)
     ctx = Context(
         out=out,
@@ -138,7 +144,7 @@ def main(name: str, configs: tuple) -> dict:
         **outcome.facts,
         "notes": outcome.notes,
         "variants": sorted(p.name for p in (out / "runs").iterdir()),
-        "wall_seconds": earlier_wall or time.perf_counter() - started,
+        "wall_seconds": earlier_wall or run.wall_seconds(),
     }
     write_experiment_report(out, summary, outcome, configs)
     write_json(out / "summary.json", summary)  # written last: its presence marks the experiment finished
@@ -185,12 +191,23 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     if not any(a == "--preset" or a.startswith("--preset=") for a in rest):
         rest = ["--preset", "cpu", *rest]
+    configs: tuple = ()
     try:
         configs = parse_config(CONFIGS, rest, presets=PRESETS, prog=f"hyperfit experiment {name}")
         if configs[4].out == RunConfig().out:
             configs = (*configs[:4], replace(configs[4], out=f"runs/experiments/{name}"), configs[5])
         main(name, configs)
+    except KeyboardInterrupt:
+        undo_unstarted_runs()
+        close_progress_bars()
+        print(interrupted_message(configs[4].out if configs else None), file=sys.stderr)
+        return 130
     except HyperfitError as err:
+        undo_unstarted_runs()
+        close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception:
+        undo_unstarted_runs()  # even a traceback loses no earlier experiment
+        raise
     return 0
