@@ -14,5 +14,6 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 if [ "${GPU_CHECK_DEVICE:-cuda}" = "cpu" ]; then
   export CUDA_VISIBLE_DEVICES=""
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"  # unbounded intra-op threads stall on a shared CPU machine
 fi
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" exec timeout 900 "$PYTHON" scripts/gpu_check.py
