@@ -22,6 +22,8 @@ commands:
   analyze    why it works, on an original/hyperfitted pair: per-layer effective dimension and change, static
              per-token reweighting, rank reordering: --hyperfitted RUN_DIR --out DIR
   compare    one cross-modal table of finished runs: hyperfit compare RUN_DIR... --out DIR
+  plan       memory per GPU of a run (weights, gradients, Adam, activations), whether it fits, the accelerate
+             config and launch command: hyperfit plan --model 8e9 --gpus 8 --gpu_memory_gb 80 --strategy fsdp
   report     rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
   study      human preference study: create | annotators | serve | report | simulate | export | import
              (hyperfit study --help)
@@ -116,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         return study_cli(rest)
     if command == "retention":
         from hyperfit.recipes.retention import cli
+
+        return cli(rest)
+    if command == "plan":
+        from hyperfit.recipes.plan import cli
 
         return cli(rest)
     if command == "analyze":

@@ -118,11 +118,12 @@ def tiny_run(tmp_path_factory, tiny_tokenizer):
     return model_dir, out
 
 
-def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3):
+def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3, config_file=None):
     """Run ``accelerate launch`` with two gloo CPU processes on a free port.
 
     `--cpu --num_processes 2` silently starts ONE process on a machine without CUDA; `--multi_gpu` with
-    ACCELERATE_USE_CPU=1 starts two (callers assert the world size). A port taken between choosing it and binding
+    ACCELERATE_USE_CPU=1 starts two (callers assert the world size). ``config_file`` (e.g. the shipped
+    configs/accelerate/fsdp.yaml) replaces `--multi_gpu`. A port taken between choosing it and binding
     it is retried with another port (``clean`` is removed first); any other failure is returned as it is.
     """
     import os
@@ -141,7 +142,7 @@ def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3)
         cmd = [
             launcher,
             "launch",
-            "--multi_gpu",
+            *(["--config_file", str(config_file)] if config_file else ["--multi_gpu"]),
             "--num_processes",
             "2",
             "--num_machines",

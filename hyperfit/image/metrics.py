@@ -36,7 +36,7 @@ def completed_mask(grid: tuple[int, int], n_context: int, size: tuple[int, int])
 
 def _region(pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """pixels[b, c, h, w] -> the masked pixels of each image, flattened: [b, c * mask.sum()]."""
-    return rearrange(pixels.float()[:, :, mask], "b c n -> b (c n)")
+    return rearrange(pixels.float()[:, :, mask.to(pixels.device)], "b c n -> b (c n)")
 
 
 def completion_mse(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -75,7 +75,7 @@ def stripe_score(
 def longest_runs(codes: torch.Tensor, *, n_context: int) -> torch.Tensor:
     """Longest run of one repeated token in each completion (generated codes only, raster order), ``[b]``."""
     generated = codes[:, n_context:]
-    runs = torch.ones(generated.size(0), dtype=torch.long)
+    runs = torch.ones(generated.size(0), dtype=torch.long, device=codes.device)
     best = runs.clone()
     for i in range(1, generated.size(1)):
         runs = torch.where(generated[:, i] == generated[:, i - 1], runs + 1, torch.ones_like(runs))
@@ -159,23 +159,29 @@ def completion_report(
 
 
 def timm_extractor(
-    name: str = "inception_v3", *, pretrained: bool = True, input_size: int | None = None
+    name: str = "inception_v3",
+    *,
+    pretrained: bool = True,
+    input_size: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> FeatureExtractor:
     """A timm model without its classifier as a feature extractor (pixels resized to its input size and
-    normalised with its mean/std). ``pretrained=False`` gives random weights (tests); ``pretrained=True`` needs
-    the weights in the local cache or network."""
+    normalised with its mean/std), run on ``device`` whatever device the pixels come from; features return on
+    the CPU. ``pretrained=False`` gives random weights (tests); ``pretrained=True`` needs the weights in the
+    local cache or network."""
     import timm
 
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0).eval()
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0).eval().to(device)
     cfg = model.pretrained_cfg
     side = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
-    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
 
     @torch.no_grad()
     def extract(pixels: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(pixels.float().expand(-1, 3, -1, -1), size=(side, side), mode="bilinear")
-        return model((x - mean) / std).flatten(1)
+        x = pixels.to(device).float().expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(side, side), mode="bilinear")
+        return model((x - mean) / std).flatten(1).cpu()
 
     return extract
 
@@ -237,12 +243,19 @@ def fid_kid(
 
 
 def add_fid_kid(
-    columns: dict, completions: dict, truth: torch.Tensor, *, tokenizer, fid_model: str, pretrained: bool
+    columns: dict,
+    completions: dict,
+    truth: torch.Tensor,
+    *,
+    tokenizer,
+    fid_model: str,
+    pretrained: bool,
+    device: torch.device | str = "cpu",
 ) -> None:
     """Add FID and KID against the decoded ``truth`` to ``columns[name]`` for each ``completions[name]``
     (codes[b, t]), through the timm model ``fid_model``; one sentence if that model cannot be created."""
     try:
-        extractor = timm_extractor(fid_model, pretrained=pretrained)
+        extractor = timm_extractor(fid_model, pretrained=pretrained, device=device)
     except Exception as err:  # timm raises many kinds (unknown name, no weights offline)
         raise HyperfitError(
             f"the FID model {fid_model!r} could not be created ({type(err).__name__}: {err}); "

@@ -257,6 +257,7 @@ def main(configs: tuple) -> dict:
             prompts,
             strategies,
             max_new_tokens=eval_cfg.max_new_tokens,
+            min_new_tokens=eval_cfg.min_new_tokens,
             train_ids=train_ids,
             eval_blocks=eval_blocks,
             target_entropy=target_entropy,

@@ -32,6 +32,7 @@ from hyperfit.common.runs import (
     sha256_ids,
     write_json,
 )
+from hyperfit.common.shard import every_rank_evaluates, save_full_model
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
 from hyperfit.image.metrics import add_fid_kid, completion_report
@@ -104,6 +105,8 @@ PRESETS = {
         grid_scale=3,
         out="runs/paper/image",
     ),
+    # The same, named after its model: ImageGPT-Large (1.36B parameters) on 2,000 CIFAR-10 images, one GPU.
+    "paper-imagegpt": {},
     # The offline default on 2 CPU cores (PAPER.md §13b): the pretrain-image prior on 32 held-in patches.
     "cpu-demo": dict(
         prior=DEFAULT_PRIOR,
@@ -120,7 +123,8 @@ PRESETS = {
         out="runs/demo/image",
     ),
 }
-DEFAULT_PRESET = "cpu-demo"
+PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
+DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
 # Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
 REPORT_ONLY = {
     "grid_rows",
@@ -128,7 +132,7 @@ REPORT_ONLY = {
     "copy_mse",
     "fid_model",
     "fid_pretrained",
-}  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
+}
 
 
 def sampling_processors(eval_cfg: ImageEvalConfig) -> list:
@@ -187,10 +191,23 @@ def main(configs: tuple) -> dict:
     sos = sos_id(model)
     train_ids = encode_for_model(splits.train_codes, sos=sos)[:, :block_len]
     eval_ids = encode_for_model(splits.eval_codes, sos=sos)[:, :block_len]
-    model.to(accelerator.device)
     shown = slice(0, eval_cfg.grid_rows)
+    # Decided once, before any process could write the file: a sharded model needs every process to sample.
+    sample_original = not run.file("generations/original_sampled.jsonl").exists()
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
+        if epoch == 0 and sample_original:
+            # The sampled column needs the original weights: drawn at the evaluation before the first update.
+            sampled = complete(
+                model,
+                splits.eval_codes,
+                n_context=n_context,
+                logits_processors=sampling_processors(eval_cfg),
+                temperature=1.0,  # the temperature is the first processor, as in generate
+                generator=torch.Generator(accelerator.device).manual_seed(train_cfg.seed),
+                batch_size=eval_cfg.eval_batch_size,
+            )
+            _write_codes(run, "generations/original_sampled.jsonl", sampled.codes)
         greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=eval_cfg.eval_batch_size)
         held_out = teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)
         image = completion_report(
@@ -204,13 +221,14 @@ def main(configs: tuple) -> dict:
         _write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", greedy.codes)
         columns = {"context": splits.eval_codes[shown], f"epoch {epoch}": greedy.codes[shown]}
         columns["truth"] = splits.eval_codes[shown]
-        save_codes_grid(
-            run.file(f"grids/epoch_{epoch:03d}.png"),
-            columns,
-            tokenizer,
-            n_context=n_context,
-            scale=eval_cfg.grid_scale,
-        )
+        if accelerator.is_main_process:  # a sharded model is evaluated by every process; one writes
+            save_codes_grid(
+                run.file(f"grids/epoch_{epoch:03d}.png"),
+                columns,
+                tokenizer,
+                n_context=n_context,
+                scale=eval_cfg.grid_scale,
+            )
         accelerator.print(
             f"epoch {epoch}: token TTR {image['ttr']:.3f}, stripes {image['stripe_score']:.2f}, "
             f"held-out loss {held_out['loss']:.3f}, entropy {held_out['entropy']:.3f}, "
@@ -223,27 +241,17 @@ def main(configs: tuple) -> dict:
             **held_out,
         }
 
-    # The sampled column needs the original weights, so it is drawn before training changes them.
-    if accelerator.is_main_process and not run.file("generations/original_sampled.jsonl").exists():
-        sampled = complete(
-            model,
-            splits.eval_codes,
-            n_context=n_context,
-            logits_processors=sampling_processors(eval_cfg),
-            temperature=1.0,  # the temperature is the first processor, as in generate
-            generator=torch.Generator(accelerator.device).manual_seed(train_cfg.seed),
-            batch_size=eval_cfg.eval_batch_size,
-        )
-        _write_codes(run, "generations/original_sampled.jsonl", sampled.codes)
-
     model, trainable = prepare_trainable(model, train_cfg)
     result = train(
         model, train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=1
     )
-    model = finish_trainable(result.pop("model"))
+    model = finish_trainable(
+        result.pop("model")
+    )  # under FSDP / ZeRO-3 still sharded: every process decodes and saves with it
+    accelerator.free_memory()  # drop the optimizer (Adam state)
 
-    if accelerator.is_main_process:
-        blocker = CitationBlocker(splits.train_codes, n=eval_cfg.blocker_n)
+    blocker = CitationBlocker(splits.train_codes, n=eval_cfg.blocker_n)
+    if every_rank_evaluates(accelerator) or accelerator.is_main_process:
         blocked = complete(
             model,
             splits.eval_codes,
@@ -252,8 +260,10 @@ def main(configs: tuple) -> dict:
             batch_size=eval_cfg.eval_batch_size,
         )
         _write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
-        if run_cfg.save_model:
-            model.save_pretrained(run.file("model"), safe_serialization=True)
+    if run_cfg.save_model:
+        save_full_model(model, run.file("model"), accelerator)
+
+    if accelerator.is_main_process:
         evals = [r for r in run.metrics() if r.get("kind") == "eval"]
         completions = {
             "original greedy": _read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
@@ -282,6 +292,7 @@ def main(configs: tuple) -> dict:
                 tokenizer=tokenizer,
                 fid_model=eval_cfg.fid_model,
                 pretrained=eval_cfg.fid_pretrained,
+                device=accelerator.device,
             )
         grid = {"context": splits.eval_codes[shown]}
         grid.update({name: codes[shown] for name, codes in completions.items()})
