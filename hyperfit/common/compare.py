@@ -274,7 +274,10 @@ def decoding_table(
     generations: dict[tuple[str, str], list[list[int]]] = {}
     train_seqs = None if train_ids is None else train_ids.tolist()  # once, not per model × strategy
     # Shown on a terminal only (disable=None): decoding many models × strategies takes minutes.
-    progress = tqdm(total=len(models) * len(strategy_names), desc="decoding", disable=None, leave=False)
+    # mininterval=0: a handful of slow updates, each worth drawing (tqdm would otherwise skip fast ones).
+    progress = tqdm(
+        total=len(models) * len(strategy_names), desc="decoding", disable=None, leave=False, mininterval=0
+    )
     for model_name, model in models.items():
         table[model_name] = {}
         for name in strategy_names:
