@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,9 @@ class EvalConfig:
     blocker_n: int = field(default=5, metadata={"help": "Citation blocker n-gram order (paper: 5)."})
     word_finish: bool = field(
         default=False,
-        metadata={"help": "Citation blocker lets the current word finish before blocking (text only)."},
+        metadata={
+            "help": "Citation blocker lets the current word finish before blocking (needs word-start ids)."
+        },
     )
 
     def strategy_names(self) -> list[str]:
@@ -143,6 +146,13 @@ class RunConfig:
     )
     save_model: bool = field(
         default=True, metadata={"help": "Save the hyperfitted model (safetensors) at the end."}
+    )
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "Also send metrics to these accelerate trackers (comma list: tensorboard, wandb, mlflow, ...); "
+            "metrics.jsonl stays the record. none = off."
+        },
     )
 
 
@@ -203,24 +213,48 @@ def parse_config(
     )
 
 
+def config_parts(config_cls: type) -> tuple[type, ...]:
+    """The part types of a recipe's configuration, in field order: a recipe's config (e.g. ``FitTextConfig``) is a
+    dataclass whose every field is itself a config dataclass (model, data, train, eval, run)."""
+    hints = typing.get_type_hints(config_cls)
+    return tuple(hints[f.name] for f in dataclasses.fields(config_cls))
+
+
+def parse_recipe_config(
+    config_cls: type,
+    argv: list[str] | None = None,
+    *,
+    presets: dict[str, dict[str, Any]] | None = None,
+    prog: str | None = None,
+) -> Any:
+    """``parse_config`` over the parts of ``config_cls`` (flags stay flat: ``--lr``, not ``--train.lr``), then
+    one ``config_cls`` holding them."""
+    return config_cls(*parse_config(config_parts(config_cls), argv, presets=presets, prog=prog))
+
+
 def config_dict(*configs: Any) -> dict[str, Any]:
-    """Flatten config dataclasses into one dict, as written to ``config.json`` in the run directory."""
+    """Flatten config dataclasses (or a recipe's config of configs) into one dict, as written to ``config.json``."""
     merged: dict[str, Any] = {}
     for cfg in configs:
-        merged.update(dataclasses.asdict(cfg))
+        parts = [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]
+        if parts and all(dataclasses.is_dataclass(part) for part in parts):
+            merged.update(config_dict(*parts))
+        else:
+            merged.update(dataclasses.asdict(cfg))
     return merged
 
 
 def run_recipe(
     main: Any,
-    dataclass_types: tuple[type, ...],
+    config_cls: type,
     argv: list[str] | None = None,
     *,
     prog: str,
     presets: dict[str, dict[str, Any]] | None = None,
     default_preset: str | None = None,
 ) -> int:
-    """A recipe's command line: parse, run ``main(configs)``, and turn a HyperfitError into one ``error:`` line.
+    """A recipe's command line: parse into one ``config_cls``, run ``main(cfg)``, and turn a HyperfitError into
+    one ``error:`` line.
 
     ``default_preset`` is applied when the arguments name no ``--preset`` (a later one still wins). Returns the
     process exit status: 0, or 2 for bad input.
@@ -229,7 +263,7 @@ def run_recipe(
     if default_preset and not any(a == "--preset" or a.startswith("--preset=") for a in argv):
         argv = ["--preset", default_preset, *argv]
     try:
-        main(parse_config(dataclass_types, argv, presets=presets, prog=prog))
+        main(parse_recipe_config(config_cls, argv, presets=presets, prog=prog))
     except HyperfitError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -71,7 +71,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def sha256_ids(ids: torch.Tensor) -> str:
-    """sha256 of the ids as int64 bytes: the manifest's fingerprint of the exact ids a run trains on (rule 6)."""
+    """sha256 of the ids as int64 bytes: the manifest's fingerprint of the exact ids a run trains on."""
     return hashlib.sha256(ids.long().numpy().tobytes()).hexdigest()  # .long() is .to(torch.int64)
 
 
@@ -81,6 +81,8 @@ class Run:
     def __init__(self, path: str | Path, *, writer: bool = True):
         self.path = Path(path)
         self.writer = writer
+        # Also given every logged record (experiment trackers); metrics.jsonl stays the record.
+        self.mirror: Callable[[dict], Any] | None = None
 
     @classmethod
     def open(
@@ -152,6 +154,8 @@ class Run:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(_jsonable(record)) + "\n")
             f.flush()
+        if self.mirror is not None:
+            self.mirror(record)
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path / "metrics.jsonl")
@@ -162,3 +166,40 @@ class Run:
             return
         kept = [r for r in self.metrics() if r.get("step", 0) <= after_step]
         write_text_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What every recipe does the same way with its run directory
+
+
+def finished_summary(
+    run: Run, *, write_report: Callable[[Path], Any], say: Callable[[str], Any] = print
+) -> dict:
+    """A finished run is only re-reported: rewrite its report (the writer process) and return its summary."""
+    say(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
+    if run.writer:
+        write_report(run.path)
+    return read_json(run.file(FINISHED_MARKER))
+
+
+def load_saved_ids(run: Run) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(the tensors of ``data.pt``, ``manifest.json``) of a run being resumed, or None when it has no data.pt yet.
+
+    Every tensor whose sha256 the manifest records (``<name>_sha256``) must still have it: a resumed run trains
+    on exactly the ids it started with, or stops with one sentence.
+    """
+    if not run.file("data.pt").exists():
+        return None
+    import torch
+
+    if not run.file("manifest.json").exists():
+        raise HyperfitError(f"{run.file('data.pt')} has no manifest.json beside it; rerun with --overwrite.")
+    saved = torch.load(run.file("data.pt"))
+    manifest = read_json(run.file("manifest.json"))
+    for name, ids in saved.items():
+        recorded = manifest.get(f"{name}_sha256")
+        if recorded is not None and sha256_ids(ids) != recorded:
+            raise HyperfitError(
+                f"{run.file('data.pt')} ({name}) does not match its manifest; rerun with --overwrite."
+            )
+    return saved, manifest

@@ -1,7 +1,8 @@
 """Hyperfit a causal LM on a few text blocks and compare greedy continuations before and after (paper §3–5).
 
 Reads top to bottom: config → Accelerator and seed → run directory → model → data → train (evaluating before,
-during and after) → save → summary and report. ``accelerate launch scripts/fit_text.py --preset cpu-demo``.
+during and after) → save → decode both models with every strategy → summary and report. ``main(FitTextConfig)``;
+``accelerate launch scripts/fit_text.py --preset cpu-demo``.
 """
 
 from __future__ import annotations
@@ -9,24 +10,48 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from dataclasses import dataclass, field
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
-from hyperfit.common.report import write_report
-from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
+from hyperfit.common.report import write_report_files
+from hyperfit.common.runs import (
+    HyperfitError,
+    Run,
+    finished_summary,
+    load_saved_ids,
+    read_jsonl,
+    write_json,
+)
+from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
 from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
+from hyperfit.text.report import fit_report
 
-CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
+
+@dataclass
+class FitTextConfig:
+    """Everything ``hyperfit fit-text`` takes; on the command line the fields' own flags (``--lr``, ``--out``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model to hyperfit."})
+    data: TextDataConfig = field(
+        default_factory=TextDataConfig, metadata={"help": "Training and held-out text."}
+    )
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "How to hyperfit."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "What every evaluation measures."})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The run directory."})
+
 
 PRESETS = {
-    # The paper's recipe (§1 of PAPER.md) for a GPU; --data/--model name the corpus and model to use.
+    # The paper's recipe for a GPU (2,000 blocks of 256 tokens, 20 epochs, batch 8, Adam lr 1e-6, no weight decay,
+    # 300 held-out texts); --data/--model name the corpus and model to use.
     "paper": dict(
         n_train=2000,
         block_len=256,
@@ -40,8 +65,8 @@ PRESETS = {
         max_new_tokens=96,
         out="runs/paper/text",
     ),
-    # The offline default on 2 CPU cores (PAPER.md §13): SmolLM2-135M on 32 Lee news blocks of 128 tokens.
-    # lr 8e-5 × 16 epochs (64 updates) reaches train loss ~0.08, as lr 4e-5 × 20 reaches ~0.13, in 20 % less time.
+    # The offline default on 2 CPU cores: SmolLM2-135M on 32 Lee news blocks of 128 tokens. lr 8e-5 × 16 epochs
+    # (64 updates) reaches train loss ~0.08, as lr 4e-5 × 20 epochs reaches ~0.13, with 20 % fewer updates.
     "cpu-demo": dict(
         model=DEFAULT_MODEL,
         data="lee",
@@ -64,69 +89,49 @@ def decode_texts(tokenizer, sequences: list[list[int]]) -> list[str]:
     return tokenizer.batch_decode(sequences, skip_special_tokens=True)
 
 
-def main(configs: tuple) -> dict:
-    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
+def write_report(run_dir, summary: dict | None = None):
+    return write_report_files(fit_report(run_dir, summary), run_dir)
+
+
+def main(cfg: FitTextConfig) -> dict:
     started = time.perf_counter()
-    accelerator = build_accelerator(train_cfg)
-    set_seed(train_cfg.seed)
+    accelerator = build_accelerator(cfg.train)
+    set_seed(cfg.train.seed)
     run = Run.open(
-        run_cfg.out,
-        overwrite=run_cfg.overwrite,
-        resume=run_cfg.resume,
+        cfg.run.out,
+        overwrite=cfg.run.overwrite,
+        resume=cfg.run.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
     )
     if run.is_finished:
-        accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
-        write_report(run.path)
-        return read_json(run.file("summary.json"))
+        return finished_summary(run, write_report=write_report, say=accelerator.print)
 
-    check_source(data_cfg)
+    check_source(cfg.data)
     # Model, then data tokenised once with its tokenizer (a resumed run reloads the exact saved ids).
-    model, tokenizer, model_description = load_causal_lm(model_cfg)
-    if run_cfg.resume and run.file("data.pt").exists():
-        saved = torch.load(run.file("data.pt"))
-        manifest = read_json(run.file("manifest.json"))
-        if sha256_ids(saved["train_ids"]) != manifest["train_ids_sha256"]:
-            raise HyperfitError(f"{run.file('data.pt')} does not match its manifest; rerun with --overwrite.")
-        splits = TextSplits(saved["train_ids"], saved["eval_ids"], manifest)
-    else:
-        splits = build_text_splits(data_cfg, tokenizer, tokenizer_name=model_description)
-        if splits.eval_ids.size(1) <= eval_cfg.prompt_tokens:
-            raise HyperfitError(
-                f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {eval_cfg.prompt_tokens}"
-                "-token prompt; raise --eval_len or lower --prompt_tokens."
-            )
-        if accelerator.is_main_process:
-            save_splits(splits, run.path)
-            run.write_json("manifest.json", splits.manifest)
-            run.write_json(
-                "config.json",
-                {
-                    **config_dict(*configs),
-                    "model_description": model_description,
-                    "num_processes": accelerator.num_processes,
-                },
-            )
-    prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
+    model, tokenizer, model_description = load_causal_lm(cfg.model)
+    splits = text_splits(cfg, run, tokenizer, model_description=model_description, accelerator=accelerator)
+    start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=config_dict(cfg))
+    prompts = splits.eval_ids[:, : cfg.eval.prompt_tokens]
     stop_ids = eos_ids(model, tokenizer)
     # The original model, kept on the CPU, is decoded beside the hyperfitted one at the end.
-    original = copy.deepcopy(model) if eval_cfg.strategy_names() and accelerator.is_main_process else None
+    original = copy.deepcopy(model) if cfg.eval.strategy_names() and accelerator.is_main_process else None
     model.to(accelerator.device)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
+        batch = cfg.eval.eval_batch_size
         gen_metrics, sequences = generation_stats(
             model,
             prompts,
-            max_new_tokens=eval_cfg.max_new_tokens,
-            ttr_window=eval_cfg.ttr_window,
-            batch_size=eval_cfg.eval_batch_size,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            ttr_window=cfg.eval.ttr_window,
+            batch_size=batch,
             eos_id=stop_ids,
         )
-        held_out = teacher_forced_stats(model, splits.eval_ids, batch_size=eval_cfg.eval_batch_size)
+        held_out = teacher_forced_stats(model, splits.eval_ids, batch_size=batch)
         texts = decode_texts(tokenizer, sequences)
         prompt_texts = decode_texts(tokenizer, prompts.tolist())
-        references = decode_texts(tokenizer, splits.eval_ids[:, eval_cfg.prompt_tokens :].tolist())
+        references = decode_texts(tokenizer, splits.eval_ids[:, cfg.eval.prompt_tokens :].tolist())
         records = [
             {"index": i, "prompt": p, "continuation": c, "reference": r, "ids": s}
             for i, (p, c, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
@@ -138,11 +143,12 @@ def main(configs: tuple) -> dict:
         )
         return {**gen_metrics, **held_out}
 
-    result = train(model, splits.train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate)
+    result = train(model, splits.train_ids, cfg.train, accelerator=accelerator, run=run, evaluate=evaluate)
     model = result.pop("model")
+    stop_tracking(accelerator, run)
 
     if accelerator.is_main_process:
-        if run_cfg.save_model:
+        if cfg.run.save_model:
             model.save_pretrained(run.path / "model", safe_serialization=True)
             tokenizer.save_pretrained(run.path / "model")
         evals = [r for r in run.metrics() if r.get("kind") == "eval"]
@@ -151,15 +157,11 @@ def main(configs: tuple) -> dict:
             comparison = compare_original(
                 original.to(accelerator.device),
                 model,
-                splits,
-                prompts,
-                evals,
-                tokenizer,
-                eval_cfg,
-                train_cfg,
-                accelerator,
-                run,
-                stop_ids,
+                splits=splits,
+                tokenizer=tokenizer,
+                cfg=cfg,
+                run=run,
+                accelerator=accelerator,
             )
         summary = {
             "modality": "text",
@@ -172,11 +174,11 @@ def main(configs: tuple) -> dict:
             "after": _headline(evals[-1]),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "epoch_losses": result["epoch_losses"],
-            "samples_shown": eval_cfg.samples_shown,
+            "samples_shown": cfg.eval.samples_shown,
             **comparison,
             "wall_seconds": time.perf_counter() - started,
         }
-        write_report(run.path, summary=summary)
+        write_report(run.path, summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
         accelerator.print(_one_line(summary))
         accelerator.print(f"report: {run.path / 'report.html'}")
@@ -184,20 +186,40 @@ def main(configs: tuple) -> dict:
     return summary if accelerator.is_main_process else {}
 
 
+def text_splits(
+    cfg: FitTextConfig, run: Run, tokenizer, *, model_description: str, accelerator
+) -> TextSplits:
+    """The training and held-out ids: built and recorded (data.pt, manifest, config) by a new run, read back
+    and checked against the manifest by a resumed one."""
+    saved = load_saved_ids(run) if cfg.run.resume else None
+    if saved:
+        return TextSplits(saved[0]["train_ids"], saved[0]["eval_ids"], saved[1])
+    splits = build_text_splits(cfg.data, tokenizer, tokenizer_name=model_description)
+    if splits.eval_ids.size(1) <= cfg.eval.prompt_tokens:
+        raise HyperfitError(
+            f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {cfg.eval.prompt_tokens}"
+            "-token prompt; raise --eval_len or lower --prompt_tokens."
+        )
+    if accelerator.is_main_process:
+        save_splits(splits, run.path)
+        run.write_json("manifest.json", splits.manifest)
+        described = {"model_description": model_description, "num_processes": accelerator.num_processes}
+        run.write_json("config.json", {**config_dict(cfg), **described})
+    return splits
+
+
 def compare_original(
-    original,
-    hyperfitted,
-    splits,
-    prompts,
-    evals,
+    original: torch.nn.Module,
+    hyperfitted: torch.nn.Module,
+    *,
+    splits: TextSplits,
     tokenizer,
-    eval_cfg,
-    train_cfg,
-    accelerator,
-    run,
-    stop_ids,
+    cfg: FitTextConfig,
+    run: Run,
+    accelerator: Accelerator,
 ) -> dict:
     """Decode both models with every strategy on the held-out prompts; compare sharpness and reference ranks."""
+    evals = [r for r in run.metrics() if r.get("kind") == "eval"]
     models = {"original": original, "hyperfitted": hyperfitted}
     # The greedy continuations of the first and last evaluation were decoded by exactly these models: reuse them.
     precomputed = {
@@ -206,31 +228,32 @@ def compare_original(
         ]
         for name, record in (("original", evals[0]), ("hyperfitted", evals[-1]))
     }
+    batch = cfg.eval.eval_batch_size
     with torch.no_grad(), accelerator.autocast():
         table, generations = decoding_table(
             models,
-            prompts,
-            eval_cfg.strategy_names(),
-            max_new_tokens=eval_cfg.max_new_tokens,
+            splits.eval_ids[:, : cfg.eval.prompt_tokens],
+            cfg.eval.strategy_names(),
+            max_new_tokens=cfg.eval.max_new_tokens,
             train_ids=splits.train_ids,
             eval_blocks=splits.eval_ids,
             target_entropy=evals[-1]["entropy"],
-            eos_id=stop_ids,
-            batch_size=eval_cfg.eval_batch_size,
-            seed=train_cfg.seed,
-            ttr_window=eval_cfg.ttr_window,
-            word_start_ids=word_start_ids(tokenizer) if eval_cfg.word_finish else None,
-            blocker_n=eval_cfg.blocker_n,
+            eos_id=eos_ids(hyperfitted, tokenizer),
+            batch_size=batch,
+            seed=cfg.train.seed,
+            ttr_window=cfg.eval.ttr_window,
+            word_start_ids=word_start_ids(tokenizer) if cfg.eval.word_finish else None,
+            blocker_n=cfg.eval.blocker_n,
             precomputed=precomputed,
         )
         sharpness = compare_sharpness(
-            collect_token_stats(original, splits.eval_ids, batch_size=eval_cfg.eval_batch_size),
-            collect_token_stats(hyperfitted, splits.eval_ids, batch_size=eval_cfg.eval_batch_size),
+            collect_token_stats(original, splits.eval_ids, batch_size=batch),
+            collect_token_stats(hyperfitted, splits.eval_ids, batch_size=batch),
         )
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
         table[model_name][strategy]["word_ttr"] = mean_ttr(
-            [t.split() for t in texts], window=eval_cfg.ttr_window
+            [t.split() for t in texts], window=cfg.eval.ttr_window
         )
         run.write_jsonl(
             f"generations/decoding/{model_name}_{strategy}.jsonl",
@@ -276,7 +299,7 @@ def _one_line(summary: dict) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_recipe(main, CONFIGS, argv, presets=PRESETS, prog="hyperfit fit-text")
+    return run_recipe(main, FitTextConfig, argv, presets=PRESETS, prog="hyperfit fit-text")
 
 
 if __name__ == "__main__":
