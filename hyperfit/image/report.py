@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyperfit.common.report import Cell, Figure, Report, Section, Table, Text
+from hyperfit.common.report.render import format_value
 from hyperfit.common.report.sections import (
     HEADLINE_ROWS,
     MetricRow,
@@ -35,10 +36,6 @@ FID_ROWS: tuple[MetricRow, ...] = (
 CROSS_RUN_IMAGE_ROWS: tuple[MetricRow, ...] = (
     ("stripe_score", "image rows equal to the row above", "{:.3f}"),
 )
-
-
-def _fmt(value, pattern: str = "{:.3f}") -> str:
-    return "–" if value is None else pattern.format(value)
 
 
 def decodings_table(summary: dict) -> Table | None:
@@ -72,7 +69,7 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         f"image · model {summary.get('model')} · tokenizer {summary.get('tokenizer')} · data "
         f"{summary.get('data')} · {summary.get('n_train')} training images × {summary.get('block_len')} tokens · "
         f"{summary.get('n_eval')} held-out images · {train.get('epochs_done')} epochs, final train loss "
-        f"{_fmt(train.get('final_train_loss'))} · wall {summary.get('wall_seconds', 0):.0f} s"
+        f"{format_value(train.get('final_train_loss'))} · wall {summary.get('wall_seconds', 0):.0f} s"
     )
     before, after = summary.get("before", {}), summary.get("after", {})
     headline = before_after_table(

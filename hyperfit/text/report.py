@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyperfit.common.report import Report, Sample, Samples, Section, Text
+from hyperfit.common.report.render import format_value
 from hyperfit.common.report.sections import (
     DECODING_COLUMNS,
     HEADLINE_ROWS,
@@ -27,10 +28,6 @@ from hyperfit.common.runs import read_json, read_jsonl
 # Word-level TTR (the decoded continuation's last 96 whitespace words) beside the token TTR.
 TEXT_DECODING_COLUMNS = (DECODING_COLUMNS[0], "word_ttr", *DECODING_COLUMNS[1:])
 MARKED = "Words inside a repeated 4-word sequence are marked."
-
-
-def _fmt(value, pattern: str = "{:.3f}") -> str:
-    return "–" if value is None else pattern.format(value)
 
 
 def continuation_samples(run_dir: Path, summary: dict, *, count: int) -> Samples | None:
@@ -81,7 +78,7 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
     facts = (
         f"text · model {summary.get('model')} · data {summary.get('data')} · {summary.get('n_train')} training "
         f"blocks × {summary.get('block_len')} tokens · {summary.get('n_eval')} held-out prompts · "
-        f"{train.get('epochs_done')} epochs, final train loss {_fmt(train.get('final_train_loss'))} · "
+        f"{train.get('epochs_done')} epochs, final train loss {format_value(train.get('final_train_loss'))} · "
         f"wall {summary.get('wall_seconds', 0):.0f} s"
     )
     before, after = summary.get("before", {}), summary.get("after", {})
@@ -91,7 +88,7 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         caption=f"before = epoch {before.get('epoch')} (the original model), after = epoch {after.get('epoch')}",
     )
     sections = [
-        Section("Before and after hyperfitting", [headline] if headline else []),
+        Section("Before and after hyperfitting", [headline]),
         Section("Training curves (paper Fig. 2)", [*training_curves(metrics), per_evaluation_table(metrics)]),
         Section(
             "Decoding strategies (same prompts)", [decoding_table(summary, columns=TEXT_DECODING_COLUMNS)]
@@ -115,9 +112,8 @@ def eval_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         f"wall {summary.get('wall_seconds', 0):.0f} s"
     )
     sharpness = [sharpness_table(summary)]
-    for pair, sharp in summary.get(
-        "sharpness_pairs", {}
-    ).items():  # three or more models: each against the first
+    # Three or more models: each against the first.
+    for pair, sharp in summary.get("sharpness_pairs", {}).items():
         table = sharpness_table({"sharpness": sharp})
         table.caption = pair.replace("_vs_", " vs ")
         sharpness.append(table)
