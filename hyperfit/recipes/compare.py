@@ -51,7 +51,9 @@ def write_comparison(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="hyperfit compare", description=__doc__.split("\n\n")[0].split(": ", 1)[1]
+        prog="hyperfit compare",
+        description="Finished runs side by side (e.g. the text and the image demo): one table of sharpness and "
+        "repetition before and after hyperfitting, two charts, and each image run's grid.",
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="Finished run directories.")
     parser.add_argument("--out", required=True, help="Directory for comparison.md and comparison.html.")
