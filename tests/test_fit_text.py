@@ -107,6 +107,7 @@ def test_cli_runs_end_to_end_and_writes_a_self_describing_run(tiny_model_dir, ne
     assert fit(tiny_model_dir, news_file, out, "--resume") == 0  # finished: only re-reports
     assert (out / "summary.json").read_text() == before
     assert fit(tiny_model_dir, news_file, out, "--overwrite") == 0
+    assert not list(tmp_path.glob(".run.replaced-*"))  # the replaced run is gone once the new one has started
 
 
 def test_yaml_config_and_flags_layer_over_presets(tiny_model_dir, news_file, tmp_path):

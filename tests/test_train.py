@@ -116,6 +116,18 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     assert '"epoch": 2' in state
 
 
+def test_nan_loss_before_any_checkpoint_names_none(tmp_path):
+    model = make_tiny_llama(VOCAB)
+    model.register_forward_hook(
+        lambda module, args, output: setattr(output, "logits", output.logits * float("nan"))
+    )
+    with pytest.raises(
+        HyperfitError, match="at step 1 .*no checkpoint was saved yet: rerun with --overwrite"
+    ):
+        fit(tmp_path, "nan", blocks(8, 16), model=model, epochs=4)
+    assert not (tmp_path / "nan" / "checkpoints").exists()
+
+
 def test_dropout_is_switched_off(tmp_path):
     model = make_tiny_gpt2(VOCAB, dropout=0.5)
     model.train()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
@@ -246,9 +247,13 @@ def decoding_table(
     table: dict[str, dict[str, dict]] = {}
     generations: dict[tuple[str, str], list[list[int]]] = {}
     train_seqs = None if train_ids is None else train_ids.tolist()  # once, not per model × strategy
+    # Shown on a terminal only (disable=None): decoding many models × strategies takes minutes.
+    progress = tqdm(total=len(models) * len(strategy_names), desc="decoding", disable=None, leave=False)
     for model_name, model in models.items():
         table[model_name] = {}
         for name in strategy_names:
+            progress.set_postfix_str(f"{model_name} {name}")
+            progress.update(1)
             strategy = STRATEGIES[name]
             extra: dict = {}
             if precomputed and (model_name, name) in precomputed:
@@ -288,4 +293,5 @@ def decoding_table(
                 **facts,
                 **extra,
             }
+    progress.close()
     return table, generations

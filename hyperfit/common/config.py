@@ -7,6 +7,7 @@ Layering, lowest to highest priority: dataclass defaults < ``--preset`` < ``--co
 from __future__ import annotations
 
 import dataclasses
+import errno
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from hyperfit.common.runs import HyperfitError
+from hyperfit.common.runs import HyperfitError, interrupted_message, undo_unstarted_runs, write_failure
 
 
 @dataclass
@@ -89,6 +90,27 @@ class TrainConfig:
             )
         if self.eval_every_epochs < 1:
             raise HyperfitError("eval_every_epochs must be ≥ 1; pass a larger value to evaluate less often.")
+        # Values that would train in the wrong direction or divide by zero, each with the flag to fix.
+        for name, value, rule in (
+            ("weight_decay", self.weight_decay, "≥ 0 (0 = none, as in the paper)"),
+            ("warmup_steps", self.warmup_steps, "≥ 0 (0 = no warm-up)"),
+        ):
+            if value < 0:
+                raise HyperfitError(f"{name} must be {rule}, got {value}; fix --{name}.")
+        for name, value in (
+            ("max_grad_norm", self.max_grad_norm),
+            ("stop_loss", self.stop_loss),
+        ):
+            if value is not None and not value > 0:
+                raise HyperfitError(f"{name} must be positive or unset, got {value}; fix or drop --{name}.")
+        for name, value in (
+            ("log_every_steps", self.log_every_steps),
+            ("eval_every_steps", self.eval_every_steps),
+            ("checkpoint_every_epochs", self.checkpoint_every_epochs),
+            ("micro_batch_size", self.micro_batch_size),
+        ):
+            if value is not None and value < 1:
+                raise HyperfitError(f"{name} must be ≥ 1 or unset, got {value}; fix --{name}.")
 
 
 @dataclass
@@ -133,6 +155,20 @@ class EvalConfig:
             raise HyperfitError(f"max_new_tokens {self.max_new_tokens} is out of range; use 96, 128 or 256.")
         if self.prompt_tokens < 1:
             raise HyperfitError("prompt_tokens must be ≥ 1; the paper uses 32.")
+        for name, value in (
+            ("ttr_window", self.ttr_window),
+            ("eval_batch_size", self.eval_batch_size),
+            ("blocker_n", self.blocker_n),
+        ):
+            if value < 1:
+                raise HyperfitError(f"{name} must be ≥ 1, got {value}; fix --{name}.")
+        from hyperfit.common.compare import STRATEGIES  # here, not at import: config stays free of torch
+
+        unknown = [name for name in self.strategy_names() if name not in STRATEGIES]
+        if unknown:
+            raise HyperfitError(
+                f"--strategies names the unknown strategy {unknown[0]!r}; choose from {', '.join(STRATEGIES)}."
+            )
 
 
 @dataclass
@@ -146,6 +182,13 @@ class RunConfig:
     )
     save_model: bool = field(
         default=True, metadata={"help": "Save the hyperfitted model (safetensors) at the end."}
+    )
+    allow_changes: str = field(
+        default="",
+        metadata={
+            "help": "With --resume: comma list of settings that may differ from the run's config.json (e.g. "
+            "epochs,eval_every_epochs); only schedule, cadence and decoding settings qualify. Recorded in the run."
+        },
     )
     report_to: str = field(
         default="none",
@@ -190,13 +233,34 @@ def parse_config(
             raise HyperfitError(
                 f"config file {path} does not exist; pass the path of a YAML file to --config."
             )
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise HyperfitError(
+                f"config file {path} is not valid YAML{where} ({getattr(err, 'problem', None) or err}); "
+                "write one `field: value` per line."
+            ) from err
         if not isinstance(loaded, dict):
             raise HyperfitError(
                 f"config file {path} must hold a mapping of field: value; found {type(loaded).__name__}."
             )
         if "preset" in loaded:
-            layered = {**presets.get(loaded.pop("preset"), {}), **layered}
+            preset = loaded.pop("preset")
+            if preset not in presets:
+                raise HyperfitError(
+                    f"config file {path} names the unknown preset {preset!r}; use one of "
+                    f"{', '.join(sorted(presets)) or 'none (this command has no presets)'}."
+                )
+            layered = {**presets[preset], **layered}
+        unknown = sorted(set(loaded) - set(known))
+        if unknown:
+            raise HyperfitError(
+                f"unknown config field(s) {', '.join(unknown)} in {path}; see --help for the accepted names."
+            )
+        for name, value in loaded.items():
+            loaded[name] = _typed(name, value, known[name], path)
         layered.update(loaded)
     unknown = sorted(set(layered) - set(known))
     if unknown:
@@ -210,6 +274,30 @@ def parse_config(
     values = vars(namespace)
     return tuple(
         cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.init}) for cls in dataclass_types
+    )
+
+
+def _typed(name: str, value: Any, owner: tuple[type, dataclasses.Field], path: Path) -> Any:
+    """A YAML value checked against its field's type (flags are parsed by type; YAML values would not be)."""
+    cls, _ = owner
+    hint = typing.get_type_hints(cls)[name]
+    allowed = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    if value is None and type(None) in typing.get_args(hint):
+        return value
+    for kind in allowed:
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)  # e.g. `sizes: 8` for a comma list
+        if kind is str and isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+            return ",".join(str(v) for v in value)  # `strategies: [greedy, top_p]` is the comma list
+        if kind is int and isinstance(value, bool):
+            continue
+        if isinstance(value, kind):
+            return value
+    expected = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise HyperfitError(
+        f"config file {path} sets {name}: {value!r}, but {name} must be {expected}; fix that line."
     )
 
 
@@ -244,6 +332,14 @@ def config_dict(*configs: Any) -> dict[str, Any]:
     return merged
 
 
+def close_progress_bars() -> None:
+    """Close the progress bars a failed step left open, so that the error sentence is the last line printed."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def run_recipe(
     main: Any,
     config_cls: type,
@@ -262,9 +358,33 @@ def run_recipe(
     argv = list(sys.argv[1:] if argv is None else argv)
     if default_preset and not any(a == "--preset" or a.startswith("--preset=") for a in argv):
         argv = ["--preset", default_preset, *argv]
+    cfg = None
     try:
-        main(parse_recipe_config(config_cls, argv, presets=presets, prog=prog))
+        cfg = parse_recipe_config(config_cls, argv, presets=presets, prog=prog)
+        main(cfg)
+    except KeyboardInterrupt:
+        undo_unstarted_runs()
+        close_progress_bars()
+        out = cfg.run.out if cfg is not None and hasattr(cfg, "run") else None
+        print(interrupted_message(out), file=sys.stderr)
+        return 130
     except HyperfitError as err:
+        undo_unstarted_runs()
+        close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        undo_unstarted_runs()  # even a traceback loses no earlier run
+        # A write that failed outside hyperfit's own writers (a tensor file, a checkpoint, a library cache).
+        if not isinstance(err, OSError) or err.errno not in (
+            errno.ENOSPC,
+            errno.EDQUOT,
+            errno.EACCES,
+            errno.EROFS,
+            errno.EPERM,
+        ):
+            raise
+        close_progress_bars()
+        print(f"error: {write_failure(err.filename or 'a file', err)}", file=sys.stderr)
         return 2
     return 0

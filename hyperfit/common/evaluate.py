@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from hyperfit.common.analysis import loop_share, rep_n, token_stats, ttr
 from hyperfit.common.decode import LogitsProcessor, decode
@@ -80,7 +81,8 @@ def generation_stats(
     sequences: list[list[int]] = []
     ent_sum = top1_sum = 0.0
     steps = 0
-    for start in range(0, prompts.size(0), batch_size):
+    batches = range(0, prompts.size(0), batch_size)
+    for start in tqdm(batches, desc="greedy decoding", disable=None, leave=False):  # a terminal only
         batch = prompts[start : start + batch_size].to(device)
         out = decode(
             model, batch, max_new_tokens=max_new_tokens, eos_id=eos_id, logits_processors=logits_processors

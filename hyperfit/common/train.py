@@ -19,9 +19,7 @@ from tqdm.auto import tqdm
 
 from hyperfit.common.batch import count_label_tokens, make_batch, token_nll_sum
 from hyperfit.common.config import TrainConfig
-from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
-
-CHECKPOINT_DIR = "checkpoints/last"
+from hyperfit.common.runs import CHECKPOINT_DIR, HyperfitError, Run, read_json, write_json
 
 # evaluate(model, epoch=..., step=...) -> flat dict of numbers (and anything JSON-able)
 EvaluateFn = Callable[..., dict]
@@ -76,16 +74,42 @@ def batch_layout(cfg: TrainConfig, *, num_processes: int) -> tuple[int, int]:
     return micro, cfg.batch_size // (micro * num_processes)
 
 
+def recover_checkpoint(directory) -> None:
+    """Finish or undo a checkpoint replacement that a killed process left half done.
+
+    :func:`_save_checkpoint` writes ``last.tmp`` (``trainer_state.json`` last, so its presence means complete),
+    renames ``last`` to ``last.old``, ``last.tmp`` to ``last``, then deletes ``last.old``. Every state a kill can
+    leave is resolved here: a complete ``last.tmp`` is the newest checkpoint and is put in place, an incomplete
+    one is deleted; ``last.old`` takes the place of a missing ``last``, and is otherwise deleted (also when a kill
+    left it half deleted, which would make the next rename fail).
+    """
+    final = directory / "last"
+    tmp, old = final.with_name("last.tmp"), final.with_name("last.old")
+    if (tmp / "trainer_state.json").exists():
+        if final.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            final.rename(old)
+        tmp.rename(final)
+    elif tmp.exists():
+        shutil.rmtree(tmp)
+    if old.exists():
+        if not final.exists():
+            old.rename(final)
+        else:
+            shutil.rmtree(old)
+
+
 def _save_checkpoint(accelerator: Accelerator, run: Run, state: dict) -> None:
     """Save model, optimizer and RNG state (accelerate) plus our trainer state, replacing the last one atomically."""
     final = run.path / CHECKPOINT_DIR
     tmp = final.with_name("last.tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        recover_checkpoint(final.parent)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
-        write_json(tmp / "trainer_state.json", state)
+        write_json(tmp / "trainer_state.json", state)  # last: its presence marks the checkpoint complete
         old = final.with_name("last.old")
         if final.exists():
             final.rename(old)
@@ -97,10 +121,57 @@ def _save_checkpoint(accelerator: Accelerator, run: Run, state: dict) -> None:
 
 def _load_checkpoint(accelerator: Accelerator, run: Run) -> dict | None:
     path = run.path / CHECKPOINT_DIR
+    if accelerator.is_main_process and path.parent.exists():
+        recover_checkpoint(path.parent)
+    accelerator.wait_for_everyone()
     if not (path / "trainer_state.json").exists():
         return None
     accelerator.load_state(str(path))
     return read_json(path / "trainer_state.json")
+
+
+def _vocab_size(model: torch.nn.Module) -> int | None:
+    """Number of ids the model predicts (its output layer), or None when it has no recognisable one."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and hasattr(head, "weight"):
+        return int(head.weight.size(0))
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
+def _restart_hint(run: Run) -> str:
+    """Where a run that went wrong can restart from: the last checkpoint if there is one, else from scratch."""
+    path = run.path / CHECKPOINT_DIR
+    if (path / "trainer_state.json").exists():
+        saved = read_json(path / "trainer_state.json")
+        return (
+            f"the last good checkpoint is {path} (epoch {saved['epoch']}, step {saved['step']}): rerun with --resume "
+            "--allow_changes lr and a lower --lr to continue from it, or with --overwrite and a lower --lr"
+        )
+    return "no checkpoint was saved yet: rerun with --overwrite and a lower --lr"
+
+
+def check_divergence(
+    epoch_loss: float, *, first_loss: float | None, vocab: int | None, epoch: int, run: Run
+) -> None:
+    """Stop a run whose training diverged instead of reporting it as hyperfitted.
+
+    Diverged means: the epoch's mean loss is at least that of a uniform guess, ln V nats, although the model
+    started clearly below it (it forgot everything and predicts about uniformly, e.g. after a huge --lr), or it is
+    1.5 × above both ln V and the starting loss (exploding). A model trained from scratch starts near ln V and is
+    only stopped when it explodes.
+    """
+    if vocab is None or vocab < 2:
+        return
+    uniform = math.log(vocab)
+    start = first_loss if first_loss is not None else uniform
+    forgot = first_loss is not None and first_loss < 0.8 * uniform and epoch_loss > 0.95 * uniform
+    exploded = epoch_loss > 1.5 * max(uniform, start)
+    if forgot or exploded:
+        what = "about a uniform guess over" if forgot and not exploded else "far above a uniform guess over"
+        raise HyperfitError(
+            f"training diverged: the mean training loss of epoch {epoch} is {epoch_loss:.2f} nats, {what} "
+            f"{vocab} ids (ln V = {uniform:.2f}; the model started at {start:.2f}); {_restart_hint(run)}."
+        )
 
 
 def train(
@@ -137,6 +208,7 @@ def train(
     optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    vocab = _vocab_size(model)
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
 
@@ -199,9 +271,10 @@ def train(
             step_loss = accelerator.reduce(local_nll, reduction="sum").item() / max(global_tokens, 1)
             if not math.isfinite(step_loss):
                 raise HyperfitError(
-                    f"the training loss became {step_loss} at step {state['step'] + 1} (epoch {epoch}); the last "
-                    f"good checkpoint is in {run.path / CHECKPOINT_DIR}; lower --lr or use --precision fp32."
+                    f"the training loss became {step_loss} at step {state['step'] + 1} (epoch {epoch}); "
+                    f"{_restart_hint(run)}, or use --precision fp32."
                 )
+            state.setdefault("first_loss", step_loss)  # the untrained model's loss, to recognise divergence
             if cfg.max_grad_norm is not None:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             lr = cfg.lr * min(1.0, (state["step"] + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
@@ -232,6 +305,7 @@ def train(
                 run_evaluation(epoch, state["step"])
         state["train_seconds"] += time.perf_counter() - epoch_start
         epoch_loss = epoch_nll / max(epoch_tokens, 1)
+        check_divergence(epoch_loss, first_loss=state.get("first_loss"), vocab=vocab, epoch=epoch, run=run)
         state["epoch_losses"].append(epoch_loss)
         state["epoch"] = epoch
         run.log({"kind": "epoch", "epoch": epoch, "step": state["step"], "train_loss": epoch_loss})

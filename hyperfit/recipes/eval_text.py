@@ -23,7 +23,15 @@ from hyperfit.common.config import EvalConfig, RunConfig, config_dict, run_recip
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, write_json
-from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm, word_start_ids
+from hyperfit.text.data import read_text_file, vocab_fingerprint
+from hyperfit.text.model import (
+    ModelConfig,
+    check_positions,
+    eos_ids,
+    load_causal_lm,
+    resolve_model,
+    word_start_ids,
+)
 from hyperfit.text.report import eval_report
 
 
@@ -73,6 +81,10 @@ def parse_models(spec: str) -> dict[str, str]:
             raise HyperfitError(
                 f"--models item {item!r} is not NAME=SPEC; write e.g. original=smollm2-135m-gguf."
             )
+        if name in models:
+            raise HyperfitError(
+                f"--models names {name!r} twice ({models[name]} and {target}); give every model its own name."
+            )
         models[name] = target
     if not models:
         raise HyperfitError("no models given; pass --models original=SPEC,hyperfitted=RUN_DIR.")
@@ -93,6 +105,20 @@ def load_model(spec: str):
     return load_causal_lm(ModelConfig(model=spec))
 
 
+def check_same_tokenizer(run_dir: str, tokenizer, model_name: str) -> None:
+    """Refuse a run whose ids come from another tokenizer than the evaluated models' (its ids would be foreign)."""
+    recorded = json.loads((Path(run_dir) / "manifest.json").read_text()).get("tokenizer_vocab_sha256")
+    if recorded is None and (Path(run_dir) / "model" / "tokenizer_config.json").exists():
+        from transformers import AutoTokenizer
+
+        recorded = vocab_fingerprint(AutoTokenizer.from_pretrained(Path(run_dir) / "model"))
+    if recorded is not None and recorded != vocab_fingerprint(tokenizer):
+        raise HyperfitError(
+            f"{run_dir} was tokenised with another tokenizer than model {model_name!r}, so its training ids mean "
+            "other tokens; pass --train_from a run of the same model family."
+        )
+
+
 def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torch.Tensor, list[str], int]:
     """(prompts[n, prompt_tokens], references, skipped): texts shorter than prompt_tokens + 1 tokens are skipped."""
     if not path.is_file():
@@ -100,7 +126,7 @@ def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torc
             f"prompts file {path} does not exist; pass a JSONL file with one {{'text': ...}} per line."
         )
     prompts, references, skipped = [], [], 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -109,6 +135,11 @@ def read_prompt_file(path: Path, tokenizer, *, prompt_tokens: int) -> tuple[torc
             raise HyperfitError(
                 f"{path} line {number} is not a JSON object with a 'text' field; fix it."
             ) from err
+        if not isinstance(text, str):
+            raise HyperfitError(
+                f"{path} line {number}: 'text' is a {type(text).__name__}, not a string; write the text as one "
+                "JSON string."
+            )
         ids = tokenizer(text, add_special_tokens=True)["input_ids"]
         if len(ids) <= prompt_tokens:
             skipped += 1
@@ -152,16 +183,38 @@ def score_prefixes(
     return table
 
 
-def load_models(specs: dict[str, str]) -> tuple[dict[str, torch.nn.Module], object]:
-    """({name: model}, the shared tokenizer); models of another tokenizer are refused."""
+def check_inputs(inputs: EvalInputsConfig, specs: dict[str, str]) -> None:
+    """The prompts file, every model and --train_from exist, each refusal one sentence."""
+    if inputs.prompts is not None and not Path(inputs.prompts).is_file():
+        raise HyperfitError(
+            f"prompts file {inputs.prompts} does not exist; pass a JSONL file of {{'text': ...}} lines."
+        )
+    for spec in specs.values():
+        if not is_run_dir(spec):
+            resolve_model(ModelConfig(model=spec))  # a missing path stops here
+    if inputs.train_from is not None and not is_run_dir(inputs.train_from):
+        raise HyperfitError(
+            f"--train_from {inputs.train_from} is not a fit-text run directory (no manifest.json and data.pt); "
+            "pass the --out of a fit-text run."
+        )
+
+
+def load_models(specs: dict[str, str], *, positions: int) -> tuple[dict[str, torch.nn.Module], object]:
+    """({name: model}, the shared tokenizer); models of another tokenizer, or with fewer than ``positions``
+    positions (prompt + generated tokens), are refused."""
     loaded = {name: load_model(spec) for name, spec in specs.items()}
     first_name, (_, tokenizer, _) = next(iter(loaded.items()))
-    for name, (_, other, _) in loaded.items():
+    for name, (model, other, description) in loaded.items():
         if other.get_vocab() != tokenizer.get_vocab():
             raise HyperfitError(
                 f"model {name!r} uses another tokenizer than {first_name!r}; compare only checkpoints of one "
                 "model family (same tokenizer), or evaluate them in separate runs."
             )
+        check_positions(
+            model,
+            lengths={"--prompt_tokens + --max_new_tokens": positions},
+            description=f"model {name!r} ({description})",
+        )
     return {name: model.eval() for name, (model, _, _) in loaded.items()}, tokenizer
 
 
@@ -190,14 +243,13 @@ def main(cfg: EvalTextConfig) -> dict:
     specs = parse_models(cfg.inputs.models)
     lengths = parse_lengths(cfg.inputs.lengths, max_new_tokens=cfg.eval.max_new_tokens)
     strategies = cfg.eval.strategy_names()
-    if cfg.inputs.prompts is not None and not Path(cfg.inputs.prompts).is_file():
-        raise HyperfitError(
-            f"prompts file {cfg.inputs.prompts} does not exist; pass a JSONL file of {{'text': ...}} lines."
-        )
-    run = Run.open(cfg.run.out, overwrite=cfg.run.overwrite, resume=False)
-    models, tokenizer = load_models(specs)
+    check_inputs(cfg.inputs, specs)  # before --out is touched
+    run = Run.open(cfg.run.out, overwrite=cfg.run.overwrite, resume=False, command="eval", resumable=False)
+    models, tokenizer = load_models(specs, positions=cfg.eval.prompt_tokens + cfg.eval.max_new_tokens)
     run_dirs = [spec for spec in specs.values() if is_run_dir(spec)]
     train_from = cfg.inputs.train_from or (run_dirs[0] if run_dirs else None)
+    if train_from:
+        check_same_tokenizer(train_from, tokenizer, next(iter(models)))
     train_ids = torch.load(Path(train_from) / "data.pt")["train_ids"] if train_from else None
     prompts, references, eval_blocks, skipped = load_prompts(cfg, tokenizer, run_dirs)
     if "greedy_blocked" in strategies and train_ids is None:
@@ -271,7 +323,7 @@ def main(cfg: EvalTextConfig) -> dict:
         summary["sharpness"] = next(iter(sharpness.values()))
     elif sharpness:
         summary["sharpness_pairs"] = sharpness
-    run.write_json("config.json", config_dict(cfg))
+    run.write_config(config_dict(cfg))
     write_report_files(eval_report(run.path, summary), run.path)
     write_json(run.file("summary.json"), summary)
     print(f"report: {run.path / 'report.html'}")

@@ -10,8 +10,8 @@ from their first 25 % of tokens (the paper's setting: 256 of ImageGPT's 1,024 pi
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
@@ -21,7 +21,16 @@ from hyperfit.common.compare import STRATEGIES
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.report import write_report_files
-from hyperfit.common.runs import HyperfitError, Run, finished_summary, load_saved_ids, read_jsonl, write_json
+from hyperfit.common.runs import (
+    MAY_CHANGE_ON_RESUME,
+    HyperfitError,
+    Run,
+    fingerprint_files,
+    finished_summary,
+    load_saved_ids,
+    read_jsonl,
+    write_json,
+)
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
@@ -143,6 +152,8 @@ PRESETS = {
     ),
 }
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
+# Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
+REPORT_ONLY = {"grid_rows", "grid_scale", "copy_mse", "fid_model", "fid_pretrained", "fid_download"}
 
 
 def write_report(run_dir, summary: dict | None = None):
@@ -150,23 +161,33 @@ def write_report(run_dir, summary: dict | None = None):
 
 
 def main(cfg: FitImageConfig) -> dict:
-    started = time.perf_counter()
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
+    prior = Path(cfg.model.prior)
+    recorded = {
+        **config_dict(cfg),
+        "prior_fingerprint": f"files:{fingerprint_files(prior)}" if prior.exists() else f"hub:{prior}",
+        "num_processes": accelerator.num_processes,
+    }
     run = Run.open(
         cfg.run.out,
         overwrite=cfg.run.overwrite,
         resume=cfg.run.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
+        command="fit-image",
+        config=recorded,
+        allow_changes=cfg.run.allow_changes,
+        may_change=MAY_CHANGE_ON_RESUME | REPORT_ONLY,
     )
     if run.is_finished:
         return finished_summary(run, write_report=write_report, say=accelerator.print)
 
     # Prior, then images encoded once with its tokenizer (a resumed run reloads the exact saved codes).
     model, tokenizer, model_description = load_prior(cfg.model.prior)
-    splits = image_splits(cfg, run, tokenizer, model_description=model_description, accelerator=accelerator)
-    start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=config_dict(cfg))
+    recorded["model_description"] = model_description
+    splits = image_splits(cfg, run, tokenizer, recorded=recorded, accelerator=accelerator)
+    start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=recorded)
     n_context = round(cfg.eval.context_fraction * splits.eval_codes.size(1))
     block_len = model_block_len(model, splits.eval_codes.size(1))  # 1 + t: SOS, then every code
     train_ids = encode_for_model(splits.train_codes, sos=sos_id(model))[:, :block_len]
@@ -233,7 +254,7 @@ def main(cfg: FitImageConfig) -> dict:
             **comparison,
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "epoch_losses": result["epoch_losses"],
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
@@ -243,11 +264,9 @@ def main(cfg: FitImageConfig) -> dict:
     return summary if accelerator.is_main_process else {}
 
 
-def image_splits(
-    cfg: FitImageConfig, run: Run, tokenizer, *, model_description: str, accelerator
-) -> ImageSplits:
-    """The training and held-out codes: built and recorded (data.pt, tokenizer, manifest, config) by a new run,
-    read back and checked against the manifest by a resumed one."""
+def image_splits(cfg: FitImageConfig, run: Run, tokenizer, *, recorded: dict, accelerator) -> ImageSplits:
+    """The training and held-out codes: built and recorded (data.pt, tokenizer, manifest, then config.json, which
+    marks the run started) by a new run, read back and checked against the manifest by a resumed one."""
     saved = load_saved_ids(run) if cfg.run.resume else None
     if saved:
         return ImageSplits(saved[0]["train_codes"], saved[0]["eval_codes"], saved[1])
@@ -256,8 +275,7 @@ def image_splits(
         save_splits(splits, run.path)
         tokenizer.save(run.file(TOKENIZER_FILE))
         run.write_json("manifest.json", splits.manifest)
-        described = {"model_description": model_description, "num_processes": accelerator.num_processes}
-        run.write_json("config.json", {**config_dict(cfg), **described})
+        run.write_config(recorded)
     return splits
 
 

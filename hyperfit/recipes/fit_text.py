@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +31,15 @@ from hyperfit.common.runs import (
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
-from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm, word_start_ids
+from hyperfit.text.model import (
+    DEFAULT_MODEL,
+    ModelConfig,
+    check_positions,
+    eos_ids,
+    load_causal_lm,
+    model_fingerprint,
+    word_start_ids,
+)
 from hyperfit.text.report import fit_report
 
 
@@ -94,24 +101,33 @@ def write_report(run_dir, summary: dict | None = None):
 
 
 def main(cfg: FitTextConfig) -> dict:
-    started = time.perf_counter()
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
+    check_source(cfg.data)  # every input is checked before the run directory is touched
+    recorded = {
+        **config_dict(cfg),
+        "model_fingerprint": model_fingerprint(cfg.model),
+        "num_processes": accelerator.num_processes,
+    }
     run = Run.open(
         cfg.run.out,
         overwrite=cfg.run.overwrite,
         resume=cfg.run.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
+        command="fit-text",
+        config=recorded,
+        allow_changes=cfg.run.allow_changes,
     )
     if run.is_finished:
         return finished_summary(run, write_report=write_report, say=accelerator.print)
 
-    check_source(cfg.data)
     # Model, then data tokenised once with its tokenizer (a resumed run reloads the exact saved ids).
     model, tokenizer, model_description = load_causal_lm(cfg.model)
-    splits = text_splits(cfg, run, tokenizer, model_description=model_description, accelerator=accelerator)
-    start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=config_dict(cfg))
+    check_lengths(model, cfg, model_description=model_description)
+    recorded["model_description"] = model_description
+    splits = text_splits(cfg, run, tokenizer, recorded=recorded, accelerator=accelerator)
+    start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=recorded)
     prompts = splits.eval_ids[:, : cfg.eval.prompt_tokens]
     stop_ids = eos_ids(model, tokenizer)
     # The original model, kept on the CPU, is decoded beside the hyperfitted one at the end.
@@ -176,7 +192,7 @@ def main(cfg: FitTextConfig) -> dict:
             "epoch_losses": result["epoch_losses"],
             "samples_shown": cfg.eval.samples_shown,
             **comparison,
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
@@ -186,15 +202,26 @@ def main(cfg: FitTextConfig) -> dict:
     return summary if accelerator.is_main_process else {}
 
 
-def text_splits(
-    cfg: FitTextConfig, run: Run, tokenizer, *, model_description: str, accelerator
-) -> TextSplits:
-    """The training and held-out ids: built and recorded (data.pt, manifest, config) by a new run, read back
-    and checked against the manifest by a resumed one."""
+def check_lengths(model, cfg: FitTextConfig, *, model_description: str) -> None:
+    """Every length the run feeds the model fits its positions (one sentence naming the flag otherwise)."""
+    check_positions(
+        model,
+        lengths={
+            "--block_len": cfg.data.block_len,
+            "--eval_len": cfg.data.eval_len or cfg.data.block_len,
+            "--prompt_tokens + --max_new_tokens": cfg.eval.prompt_tokens + cfg.eval.max_new_tokens,
+        },
+        description=model_description,
+    )
+
+
+def text_splits(cfg: FitTextConfig, run: Run, tokenizer, *, recorded: dict, accelerator) -> TextSplits:
+    """The training and held-out ids: built and recorded (data.pt, manifest, then config.json, which marks the
+    run started) by a new run, read back and checked against the manifest by a resumed one."""
     saved = load_saved_ids(run) if cfg.run.resume else None
     if saved:
         return TextSplits(saved[0]["train_ids"], saved[0]["eval_ids"], saved[1])
-    splits = build_text_splits(cfg.data, tokenizer, tokenizer_name=model_description)
+    splits = build_text_splits(cfg.data, tokenizer, tokenizer_name=recorded["model_description"])
     if splits.eval_ids.size(1) <= cfg.eval.prompt_tokens:
         raise HyperfitError(
             f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {cfg.eval.prompt_tokens}"
@@ -203,8 +230,7 @@ def text_splits(
     if accelerator.is_main_process:
         save_splits(splits, run.path)
         run.write_json("manifest.json", splits.manifest)
-        described = {"model_description": model_description, "num_processes": accelerator.num_processes}
-        run.write_json("config.json", {**config_dict(cfg), **described})
+        run.write_config(recorded)
     return splits
 
 

@@ -19,7 +19,6 @@ rows are kept out entirely, their left half giving the hyperfitting pool and the
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +120,7 @@ PRESETS = {
 }
 DEFAULT_PRESET = "cpu"
 # Settings that do not change what is built: a finished prior is reused whatever they say.
-RUN_ONLY = ("out", "overwrite", "resume", "save_model", "report_to")
+RUN_ONLY = ("out", "overwrite", "resume", "save_model", "allow_changes", "report_to")
 
 
 def split_patches(data_cfg: PretrainDataConfig) -> tuple[dict[str, torch.Tensor], dict]:
@@ -193,7 +192,6 @@ def _reuse(path: Path, cfg: PretrainImageConfig) -> dict:
 
 def main(cfg: PretrainImageConfig) -> dict:
     prior_cfg, data_cfg, train_cfg, run_cfg = cfg.prior, cfg.data, cfg.train, cfg.run
-    started = time.perf_counter()
     accelerator = build_accelerator(train_cfg)
     set_seed(train_cfg.seed)
     out = Path(run_cfg.out)
@@ -207,6 +205,9 @@ def main(cfg: PretrainImageConfig) -> dict:
         resume=run_cfg.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
+        command="pretrain-image",
+        config={**config_dict(cfg), "num_processes": accelerator.num_processes},
+        allow_changes=run_cfg.allow_changes,
     )
 
     # Patches, tokenizer and codes are built once by the main process; every process then reads the same files.
@@ -224,7 +225,7 @@ def main(cfg: PretrainImageConfig) -> dict:
                 codes_sha256=sha256_ids(codes),
             )
             run.write_json("manifest.json", manifest)
-            run.write_json("config.json", {**config_dict(cfg), "num_processes": accelerator.num_processes})
+            run.write_config({**config_dict(cfg), "num_processes": accelerator.num_processes})
         accelerator.wait_for_everyone()
     tokenizer = load_image_tokenizer(run.file(TOKENIZER_FILE))
     codes = load_saved_ids(run)[0][
@@ -270,7 +271,7 @@ def main(cfg: PretrainImageConfig) -> dict:
             "before": evals[0],
             "after": evals[-1],
             "train": result,
-            "wall_seconds": time.perf_counter() - started,
+            "wall_seconds": run.wall_seconds(),
         }
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the prior finished
         accelerator.print(

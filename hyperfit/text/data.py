@@ -9,6 +9,7 @@ N long enough become training blocks (their first L tokens), the next M the held
 from __future__ import annotations
 
 import bz2
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ def check_source(cfg: TextDataConfig) -> None:
         raise HyperfitError(
             f"data file {cfg.data} does not exist; pass --data lee, wiki, a .txt/.jsonl file or hf:DATASET_NAME."
         )
+    # A local file is read once here, so a bad encoding or record stops the run before any model loads.
+    load_documents(cfg)
 
 
 def load_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
@@ -134,9 +137,10 @@ def load_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
         raise HyperfitError(
             f"data file {path} does not exist; pass --data lee, wiki, a .txt/.jsonl file or hf:DATASET_NAME."
         )
+    text = read_text_file(path)
     if path.suffix == ".jsonl":
         docs = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -150,11 +154,34 @@ def load_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
                     f"{path} line {number} has no {cfg.text_field!r} field; write one JSON object "
                     f'{{"{cfg.text_field}": ...}} per line or pass --text_field.'
                 )
-            docs.append(str(record[cfg.text_field]))
+            value = record[cfg.text_field]
+            if not isinstance(value, str):
+                raise HyperfitError(
+                    f"{path} line {number}: {cfg.text_field!r} is a {type(value).__name__}, not a string; write "
+                    f"the document's text as one JSON string, or pass --text_field for the field that holds it."
+                )
+            docs.append(value)
         return docs, f"file:{path.resolve()}"
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()], (
-        f"file:{path.resolve()}"
-    )
+    return [line.strip() for line in text.splitlines() if line.strip()], f"file:{path.resolve()}"
+
+
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of a corpus file; one sentence for a binary or otherwise encoded file."""
+    raw = path.read_bytes()
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise HyperfitError(
+            f"{path} is a binary file (a NUL byte at offset {nul}); pass a UTF-8 text file "
+            "to --data (.txt: one document per line, .jsonl: one JSON object per line)."
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise HyperfitError(
+            f"{path} is not UTF-8 text (byte {raw[err.start]:#04x} on line {line}); convert it, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name}`, and pass the converted file to --data."
+        ) from err
 
 
 def build_text_splits(cfg: TextDataConfig, tokenizer, *, tokenizer_name: str = "") -> TextSplits:
@@ -192,6 +219,7 @@ def build_text_splits(cfg: TextDataConfig, tokenizer, *, tokenizer_name: str = "
         "origin": origin,
         "documents_in_source": len(docs),
         "tokenizer": tokenizer_name,
+        "tokenizer_vocab_sha256": vocab_fingerprint(tokenizer),
         "data_seed": cfg.data_seed,
         "block_len": cfg.block_len,
         "eval_len": eval_len,
@@ -203,6 +231,12 @@ def build_text_splits(cfg: TextDataConfig, tokenizer, *, tokenizer_name: str = "
         "each block is the document's first tokens",
     }
     return TextSplits(train_ids=train_ids, eval_ids=eval_ids, manifest=manifest)
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """sha256 of the tokenizer's token → id table: runs whose ids mean the same tokens share it."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
 
 
 def save_splits(splits: TextSplits, directory: Path) -> None:

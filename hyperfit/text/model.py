@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from hyperfit.common.runs import HyperfitError
+from hyperfit.common.runs import HyperfitError, fingerprint_files
 
 DEFAULT_MODEL = "smollm2-135m-gguf"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,12 +52,59 @@ def resolve_model(cfg: ModelConfig) -> tuple[str, str | None]:
     """(name or directory, gguf file or None) for ``from_pretrained``."""
     if cfg.model == DEFAULT_MODEL:
         return default_model_location()
-    path = Path(cfg.model)
+    path = Path(cfg.model).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise HyperfitError(f"GGUF file {path} does not exist; check the path given to --model.")
         return str(path.parent), path.name
-    return cfg.model, cfg.gguf_file
+    if _looks_local(cfg.model) and not path.exists():
+        raise HyperfitError(
+            f"model path {cfg.model} does not exist; pass an existing model directory or .gguf file, a hub name "
+            f"such as HuggingFaceTB/SmolLM2-135M, or leave --model unset to use the offline default {DEFAULT_MODEL}."
+        )
+    if cfg.gguf_file and path.is_dir() and not (path / cfg.gguf_file).is_file():
+        raise HyperfitError(
+            f"--gguf_file {cfg.gguf_file} is not in {path}; pass the name of a .gguf file inside --model."
+        )
+    return (str(path) if path.exists() else cfg.model), cfg.gguf_file
+
+
+def _looks_local(name: str) -> bool:
+    """A file system path rather than a hub name (hub names are NAME or ORG/NAME)."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or Path(name).exists()
+
+
+def model_fingerprint(cfg: ModelConfig) -> str:
+    """What identifies the weights a run starts from: a content fingerprint of local files (so another model
+    of the same shape saved under the same path is told apart), else the hub name."""
+    name, gguf_file = resolve_model(cfg)
+    path = Path(name) / gguf_file if gguf_file else Path(name)
+    return f"files:{fingerprint_files(path)}" if path.exists() else f"hub:{name}"
+
+
+def max_positions(model) -> int | None:
+    """The longest sequence the model's position embeddings cover (None when its config sets no limit)."""
+    config = model.config
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_positions(model, *, lengths: dict[str, int], description: str) -> None:
+    """One sentence before any training when a sequence the run needs is longer than the model's positions.
+
+    ``lengths`` maps the flag(s) that set a length to it, e.g. ``{"--block_len": 256}``."""
+    limit = max_positions(model)
+    if limit is None:
+        return
+    for flags, length in lengths.items():
+        if length > limit:
+            raise HyperfitError(
+                f"{flags} = {length} tokens, but {description} has only {limit} positions; lower {flags} to at "
+                f"most {limit}."
+            )
 
 
 def load_causal_lm(cfg: ModelConfig, *, dtype: torch.dtype = torch.float32):
@@ -71,9 +118,13 @@ def load_causal_lm(cfg: ModelConfig, *, dtype: torch.dtype = torch.float32):
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
         local = Path(name).exists()
-        where = "the local files" if local else "the Hugging Face cache (this machine may be offline)"
+        where = (
+            f"the local files ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})"
+            if local
+            else f"the Hugging Face cache (this machine may be offline; {type(err).__name__})"
+        )
         raise HyperfitError(
-            f"model {cfg.model!r} could not be loaded from {where} ({type(err).__name__}); pass a local directory "
+            f"model {cfg.model!r} could not be loaded from {where}; pass a local directory "
             f"or .gguf file, or leave --model unset to use the offline default {DEFAULT_MODEL}."
         ) from err
     if gguf_file:

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import shutil
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hyperfit.common.config import RunConfig, config_dict, parse_recipe_config
-from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
+from hyperfit.common.config import RunConfig, close_progress_bars, config_dict, parse_recipe_config
+from hyperfit.common.runs import (
+    HyperfitError,
+    Run,
+    interrupted_message,
+    read_json,
+    undo_unstarted_runs,
+    write_json,
+)
 from hyperfit.common.train import build_accelerator
 from hyperfit.recipes.experiments.data_order import data_order, data_order_report
 from hyperfit.recipes.experiments.data_size import data_size, data_size_report, size_epochs
@@ -139,14 +145,14 @@ def prepare_base_model(model_cfg: ModelConfig, out: Path) -> tuple[ModelConfig, 
 def main(name: str, cfg: ExperimentRecipeConfig) -> dict:
     if name not in EXPERIMENTS:
         raise HyperfitError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
-    started = time.perf_counter()
     check(name, cfg)
     out = Path(cfg.run.out)
-    run = Run.open(out, overwrite=cfg.run.overwrite, resume=cfg.run.resume)
+    run = Run.open(out, overwrite=cfg.run.overwrite, resume=cfg.run.resume, command=f"experiment {name}")
     # Resuming a finished experiment only re-reads it: the wall time of the work stays the one it took.
     earlier_wall = read_json(out / "summary.json")["wall_seconds"] if run.is_finished else 0.0
     recorded = {"experiment": name, **config_dict(cfg)}
     write_json(out / "experiment.json", recorded)
+    run.commit()  # the experiment has started: an older one that --overwrite kept aside can go
     base_cfg, description = prepare_base_model(cfg.model, out)
     ctx = Context(
         out=out,
@@ -169,7 +175,7 @@ def main(name: str, cfg: ExperimentRecipeConfig) -> dict:
         **outcome.facts,
         "notes": outcome.notes,
         "variants": sorted(p.name for p in (out / "runs").iterdir()),
-        "wall_seconds": earlier_wall or time.perf_counter() - started,
+        "wall_seconds": earlier_wall or run.wall_seconds(),
     }
     write_experiment_report(out, experiment.report, summary=summary, recorded=recorded)
     write_json(out / "summary.json", summary)  # written last: its presence marks the experiment finished
@@ -210,6 +216,7 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     if not any(a == "--preset" or a.startswith("--preset=") for a in rest):
         rest = ["--preset", "cpu", *rest]
+    cfg = None
     try:
         cfg = parse_recipe_config(
             ExperimentRecipeConfig, rest, presets=PRESETS, prog=f"hyperfit experiment {name}"
@@ -217,7 +224,17 @@ def cli(argv: list[str] | None = None) -> int:
         if cfg.run.out == RunConfig().out:
             cfg.run = replace(cfg.run, out=f"runs/experiments/{name}")
         main(name, cfg)
+    except KeyboardInterrupt:
+        undo_unstarted_runs()
+        close_progress_bars()
+        print(interrupted_message(cfg.run.out if cfg is not None else None), file=sys.stderr)
+        return 130
     except HyperfitError as err:
+        undo_unstarted_runs()
+        close_progress_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception:
+        undo_unstarted_runs()  # even a traceback loses no earlier experiment
+        raise
     return 0
