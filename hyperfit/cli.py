@@ -4,7 +4,9 @@
     hyperfit pretrain-image   build the offline image tokenizer and prior once (recipes/pretrain_image.py)
     hyperfit fit-image        hyperfit an image prior; compare completions before/after (recipes/fit_image.py)
     hyperfit eval             models × decoding strategies on the same prompts (recipes/eval_text.py)
-    hyperfit experiment NAME  the paper's data experiments and two ablations (recipes/experiments/)
+    hyperfit experiment NAME  the paper's data experiments and the ablations (recipes/experiments/)
+    hyperfit retention        what hyperfitting costs elsewhere: cloze probe, perplexity, lm-eval (recipes/retention.py)
+    hyperfit analyze          why it works, on an original/hyperfitted pair (recipes/analyze.py)
     hyperfit compare          finished runs side by side, across modalities (recipes/compare.py)
     hyperfit report           rewrite the reports of finished run directories (recipes/report.py)
 
@@ -24,8 +26,12 @@ commands:
   pretrain-image   build the offline image tokenizer + prior once (runs/cache/image-prior; reused after)
   fit-image        hyperfit that image prior and compare completions before/after (preset cpu-demo by default)
   eval             models × decoding strategies on the same prompts: --models original=SPEC,hyperfitted=RUN_DIR
-  experiment {data-size,data-order,domain,lr-epochs,early-stop} [fit-text options] --out DIR:
+  experiment {data-size,data-order,domain,lr-epochs,early-stop,which-layers} [fit-text options] --out DIR:
                    the paper's data experiments (§6) and reviewer ablations, tables and plots each
+  retention        what hyperfitting costs elsewhere: cloze probe and perplexity on every bundled corpus,
+                   lm-eval tasks: --models original=smollm2-135m-gguf,hyperfitted=RUN_DIR --tasks cloze,perplexity
+  analyze          why it works, on an original/hyperfitted pair: per-layer effective dimension and change,
+                   static per-token reweighting, rank reordering: --hyperfitted RUN_DIR --out DIR
   compare          finished runs side by side, with plots: hyperfit compare RUN_DIR... --out DIR
   report           rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
 
@@ -38,6 +44,8 @@ COMMANDS = {
     "fit-image": "hyperfit.recipes.fit_image",
     "eval": "hyperfit.recipes.eval_text",
     "experiment": "hyperfit.recipes.experiments",
+    "retention": "hyperfit.recipes.retention",
+    "analyze": "hyperfit.recipes.analyze",
     "compare": "hyperfit.recipes.compare",
     "report": "hyperfit.recipes.report",
 }

@@ -100,6 +100,24 @@ def news_file(tmp_path):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_tokenizer):
+    """One finished tiny fit-text run (saved model, real news text) shared by the retention and analyze tests."""
+    from hyperfit.cli import main as hyperfit
+    from tests.test_fit_text import TINY
+
+    root = tmp_path_factory.mktemp("retention")
+    model_dir = root / "tiny-llama"
+    make_tiny_llama(len(tiny_tokenizer)).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    news = root / "news.txt"
+    news.write_text("\n".join(corpus_lines()[:80]) + "\n", encoding="utf-8")
+    out = root / "run"
+    argv = ["fit-text", "--model", str(model_dir), "--data", str(news), "--out", str(out), *TINY]
+    assert hyperfit([*argv, "--strategies", "greedy"]) == 0
+    return model_dir, out
+
+
 def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3):
     """Run ``accelerate launch`` with two gloo CPU processes on a free port.
 

@@ -429,3 +429,41 @@ def test_rank_shift():
     )
     same = rank_shift(torch.tensor([[1, 2]]), torch.tensor([[1, 2]]))
     assert same["share_unchanged"] == 1.0 and same["mean_log_rank_change"] == 0.0
+
+
+def test_dataset_bleu_equals_sacrebleu_against_all_training_sequences():
+    import sacrebleu
+
+    from hyperfit.common.analysis import dataset_bleu
+
+    g = torch.Generator().manual_seed(7)
+    train = torch.randint(0, 9, (6, 20), generator=g).tolist()
+    gens = [train[0][3:15], torch.randint(0, 9, (14,), generator=g).tolist(), [1, 2]]
+    ours = dataset_bleu(gens, train)
+    refs = [" ".join(map(str, t)) for t in train]
+    for gen, value in zip(gens, ours, strict=True):
+        expected = sacrebleu.sentence_bleu(" ".join(map(str, gen)), refs, tokenize="none").score / 100
+        assert value == pytest.approx(expected, abs=1e-9)
+    assert ours[0] > ours[1]  # a copied span is closer to the training set
+
+
+def test_ttr_by_position_slides_a_window_over_each_sequence():
+    from hyperfit.common.analysis import ttr_by_position
+
+    looping = [1, 2, 3, 4] + [5, 6] * 4  # 12 ids: fresh, then a loop
+    fresh = list(range(100, 110))  # 10 ids, all distinct
+    result = ttr_by_position([looping, fresh], window=4, step=2)
+    assert result["position"] == [4, 6, 8, 10, 12]
+    assert result["per_sequence"][0] == [1.0, 1.0, 0.5, 0.5, 0.5]
+    assert result["per_sequence"][1] == [1.0, 1.0, 1.0, 1.0]
+    assert result["mean"] == [1.0, 1.0, 0.75, 0.75, 0.5] and result["n"] == [2, 2, 2, 2, 1]
+
+
+def test_word_metrics_count_words_not_tokens():
+    from hyperfit.text.metrics import word_metrics
+
+    m = word_metrics(["the cat sat on the mat", "a b a b a b"], ttr_window=96)
+    assert m["word_ttr"] == pytest.approx((5 / 6 + 2 / 6) / 2)
+    # word bigrams: text 1 has 5 distinct of 5, text 2 has 2 distinct of 5 -> rep-2 = 1 - 7/10
+    assert m["word_rep_2"] == pytest.approx(0.3)
+    assert 0 < m["word_diversity"] < 1

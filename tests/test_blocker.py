@@ -245,3 +245,37 @@ def test_word_finish_on_a_real_tokenizer_and_a_model_that_memorised_its_text(tin
     assert plain.fired > 0 and copied_ends(outputs[plain]) == []
     assert finish.fired > 0 and copied_ends(outputs[finish])  # copying went on inside words...
     assert not starts & set(copied_ends(outputs[finish]))  # ...but no copied n-gram ends in a new word
+
+
+def test_changed_counts_only_steps_where_the_top_token_was_blocked():
+    # Training 5-gram 1 2 3 4 -> 5. Both rows end in the prefix 1 2 3 4, so both fire; only in row 0 is the
+    # blocked id 5 the top-scoring one, so only row 0 changes the greedy choice.
+    blocker = CitationBlocker(torch.tensor([[1, 2, 3, 4, 5]]))
+    input_ids = torch.tensor([[9, 1, 2, 3, 4], [8, 1, 2, 3, 4]])
+    scores = torch.zeros(2, 10)
+    scores[0, 5] = 3.0  # row 0 would pick 5
+    scores[1, 7] = 3.0  # row 1 would pick 7; 5 is blocked but never chosen
+    out = blocker(input_ids, scores)
+    assert blocker.fired == 2 and blocker.changed == 1
+    assert out.argmax(-1).tolist() == [0, 7]
+    blocker.reset()
+    assert blocker.fired == blocker.changed == 0
+
+
+def test_include_prompt_decides_whether_a_copy_may_start_in_the_prompt():
+    from hyperfit.common.compare import STRATEGIES, run_strategy
+
+    model = tiny_gpt2()
+    prompts = torch.randint(0, 64, (3, 6), generator=torch.Generator().manual_seed(1))
+    greedy, _ = run_strategy(model, prompts, STRATEGIES["greedy"], max_new_tokens=8)
+    # Training data: the prompts' last 4 ids followed by the greedy first token, so the prompt ends in a training
+    # 4-gram whose continuation is exactly what greedy decoding would pick.
+    train = torch.tensor([p[-4:] + [g[0]] for p, g in zip(prompts.tolist(), greedy, strict=True)])
+    strategy = STRATEGIES["greedy_blocked"]
+    with_prompt, facts = run_strategy(model, prompts, strategy, max_new_tokens=8, train_ids=train)
+    without, facts_without = run_strategy(
+        model, prompts, strategy, max_new_tokens=8, train_ids=train, blocker_include_prompt=False
+    )
+    assert all(w[0] != g[0] for w, g in zip(with_prompt, greedy, strict=True))
+    assert facts["blocker_changed"] >= 3 and facts["blocker_include_prompt"] is True
+    assert without == greedy and facts_without["blocker_changed"] == 0

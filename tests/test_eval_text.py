@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from hyperfit.cli import main as hyperfit
-from hyperfit.common.analysis import mean_ttr
+from hyperfit.common.analysis import dataset_bleu, mean_ttr, rep_n
 from hyperfit.common.compare import generation_metrics
 from hyperfit.common.report.render import markdown_escape
 from hyperfit.common.runs import read_json, read_jsonl
@@ -84,6 +85,12 @@ def test_eval_compares_a_run_with_its_original(tiny_model_dir, news_file, tmp_pa
     assert summary["decoding"]["original"]["top_p"]["word_ttr"] == mean_ttr(
         [t.split() for t in texts], window=12
     )
+    assert summary["decoding"]["original"]["top_p"]["word_rep_2"] == rep_n([t.split() for t in texts], n=2)
+    # Dataset BLEU (paper Table 2): each continuation against every training block, averaged over prompts.
+    ids = [record["ids"] for record in read_jsonl(out / "generations/decoding/original_top_p.jsonl")]
+    bleu = dataset_bleu(ids, train_seqs)
+    assert summary["decoding"]["original"]["top_p"]["dataset_bleu"] == pytest.approx(sum(bleu) / len(bleu))
+    assert summary["ttr_by_position"] == {}  # continuations no longer than the TTR window: no curve
 
 
 def test_lengths_must_be_shorter_than_the_generation(tiny_model_dir, tmp_path, capsys):

@@ -240,3 +240,27 @@ def test_cli_lists_the_experiments(capsys):
     assert "unknown experiment 'shuffle'" in capsys.readouterr().err
     assert hyperfit(["--help"]) == 0
     assert "experiment" in capsys.readouterr().out
+
+
+def test_which_layers_trains_each_subset_for_the_same_updates(tiny_model_dir, news_file, tmp_path):
+    out = tmp_path / "layers"
+    argv = ["--lora_rank", "2", "--lora_layers", "last:1", "--retention_domains", "lee"]
+    assert experiment("which-layers", tiny_model_dir, news_file, out, *argv) == 0
+    summary = read_json(out / "summary.json")
+    rows = rows_by(summary, "variant")
+    assert list(rows) == ["original", "full", "last_block", "embeddings_head", "lora"]
+    params = {name: row["trainable_params"] for name, row in rows.items()}
+    assert params["full"] > params["last_block"] > params["lora"] > 0
+    for name in ("full", "last_block", "embeddings_head", "lora"):
+        run = read_json(out / "runs" / name / "summary.json")
+        assert run["train"]["steps"] == read_json(out / "runs/full/summary.json")["train"]["steps"]
+        row = rows[name]
+        assert row["ttr_ci"][0] <= row["ttr"] <= row["ttr_ci"][1]
+        assert row["ttr_minus_original"]["n"] == 4 and "lee" in row["retention"]
+    assert rows["lora"]["train_layers"] == "last:1" and rows["lora"]["lora_r"] == 2
+    assert (out / "runs/full/model/config.json").exists()  # kept for `hyperfit analyze`
+    assert not (out / "runs/lora/model").exists()
+    assert (
+        experiment("which-layers", tiny_model_dir, news_file, tmp_path / "bad", "--train_layers", "last:1")
+        == 2
+    )

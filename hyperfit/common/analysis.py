@@ -72,6 +72,27 @@ def mean_ttr(seqs: Iterable[Tokens], *, window: int | None = 96) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def ttr_by_position(seqs: Iterable[Tokens], *, window: int = 96, step: int = 1) -> dict:
+    """TTR of a sliding window against position (paper appendix Fig. 9): for each sequence, the TTR of the
+    ``window`` items ending at position p (1-based count of generated items), for p = window, window + step, ...
+
+    Returns ``{"position": [p, ...], "mean": [mean over the sequences long enough], "n": [how many],
+    "per_sequence": [[ttr at each p] per sequence]}``; a sequence shorter than p stops contributing at p.
+    """
+    if window < 1 or step < 1:
+        raise ValueError(f"window and step must be >= 1, got {window} and {step}.")
+    rows = [_items(seq) for seq in seqs]
+    longest = max((len(r) for r in rows), default=0)
+    positions = list(range(window, longest + 1, step))
+    per_sequence = [[len(set(r[p - window : p])) / window for p in positions if p <= len(r)] for r in rows]
+    means, counts = [], []
+    for i in range(len(positions)):
+        values = [v[i] for v in per_sequence if i < len(v)]
+        means.append(sum(values) / len(values))
+        counts.append(len(values))
+    return {"position": positions, "mean": means, "n": counts, "per_sequence": per_sequence}
+
+
 def rep_n(seqs: Iterable[Tokens], *, n: int, simctg_quirk: bool = False) -> float:
     """SimCTG's corpus-level rep-n: ``1 - Σ_docs |unique n-grams in doc| / Σ_docs |n-grams in doc|``.
 
@@ -194,16 +215,44 @@ def sentence_bleu(
     refs = [_items(ref) for ref in refs]
     if not refs:
         raise ValueError("sentence_bleu needs at least one reference.")
-    items = _items(hyp)
     ref_max: Counter = Counter()
     for ref in refs:
         ref_max |= _ngram_counts(ref, max_n)  # | keeps the maximum count per n-gram
+    return _bleu_against(_items(hyp), ref_max, [len(ref) for ref in refs], max_n, smooth_method)
+
+
+def _bleu_against(
+    items: list, ref_max: Counter, ref_lens: list[int], max_n: int, smooth_method: str
+) -> float:
+    """Sentence BLEU of ``items`` given the references' maximum n-gram counts and lengths."""
     correct, total = [0] * max_n, [0] * max_n
     for gram, count in _ngram_counts(items, max_n).items():
         total[len(gram) - 1] += count
         correct[len(gram) - 1] += min(count, ref_max[gram])
-    ref_len = _closest_ref_len(len(items), (len(ref) for ref in refs))
+    ref_len = _closest_ref_len(len(items), ref_lens)
     return _bleu_from_stats(correct, total, len(items), ref_len, smooth_method)
+
+
+def dataset_bleu(
+    gen_seqs: Sequence[Tokens],
+    train_seqs: Sequence[Tokens],
+    *,
+    max_n: int = 4,
+    smooth_method: str = "exp",
+) -> list[float]:
+    """Dataset BLEU (paper Table 2): per generation, :func:`sentence_bleu` against *every* training sequence as
+    a reference (clipping by the largest count in any one training sequence, reference length the closest
+    training length). Higher = closer to the training set. One fraction in [0, 1] per generation, so the mean
+    and its interval over prompts can both be taken; the reference counts are built once."""
+    _check_bleu_options(max_n, smooth_method)
+    refs = [_items(ref) for ref in train_seqs]
+    if not refs:
+        raise ValueError("dataset_bleu needs at least one training sequence.")
+    ref_max: Counter = Counter()
+    for ref in refs:
+        ref_max |= _ngram_counts(ref, max_n)
+    lengths = sorted({len(ref) for ref in refs})
+    return [_bleu_against(_items(seq), ref_max, lengths, max_n, smooth_method) for seq in gen_seqs]
 
 
 def self_bleu(

@@ -2,6 +2,18 @@
 hyperfitting training ids, so no copied span grows past n - 1 tokens. Same idea as transformers'
 `NoRepeatNGramLogitsProcessor`, with the n-grams taken from the training data instead of the current row.
 
+Exactly what is blocked. Before the token at position t is chosen, the row's last n-1 ids (positions t-n+1 ..
+t-1) are looked up; if that (n-1)-gram occurs contiguously in any training sequence, every id that follows it
+anywhere in the training sequences gets score -inf. So no n-gram of the training ids is ever completed, and a
+continuation copies at most n-1 consecutive training ids (n = 5: 4). The paper describes checking "the last 5
+generated tokens" and blocking what would continue them, which copies up to 5 ids: that reading is n = 6 here
+(`--blocker_n 6`). Prompt ids: with `include_prompt=True` (default) the n-1 looked-up ids may reach back into the
+prompt, so a prompt ending in a training (n-1)-gram is blocked at the first generated token; with False only
+tails made entirely of generated ids count (`--blocker_include_prompt false`). Counts, per (row, step):
+`fired` = the tail matched a training prefix and at least one id was blocked; `changed` = among those, the
+highest-scoring id before blocking was one of the blocked ids (under greedy decoding: the blocker changed the
+chosen token); `fired - changed` = it only matched a prefix and the chosen token stayed the same.
+
 Index (built once): every training n-gram is split into its (n-1)-token prefix and its next token. The distinct
 prefixes get an int64 key and are sorted by it; a CSR layout stores, per prefix, the distinct next tokens:
 
@@ -66,6 +78,8 @@ class CitationBlocker(LogitsProcessor):
 
     Attributes:
         fired: number of (row, step) events in which at least one token was blocked.
+        changed: of those, events in which the top-scoring id of the incoming scores was blocked (greedy
+            decoding then picks another token; ``fired - changed`` only matched a prefix).
         blocked_tokens: total number of (row, step, token) scores set to -inf.
 
     `__call__(input_ids[b, t], scores[b, v]) -> scores[b, v]` follows the `LogitsProcessor` protocol, so the
@@ -103,6 +117,7 @@ class CitationBlocker(LogitsProcessor):
         self.prompt_len = prompt_len
         self.include_prompt = include_prompt
         self.fired = 0
+        self.changed = 0
         self.blocked_tokens = 0
 
         flat, lengths = _flatten(train_ids, n)
@@ -240,8 +255,10 @@ class CitationBlocker(LogitsProcessor):
             begin - (torch.cumsum(counts, 0) - counts), counts, output_size=len(rows)
         )
         cols = self.next_ids[torch.arange(len(rows), device=rows.device) + shift].long()
+        top = scores[hit_rows].argmax(-1)
         scores = scores.clone()
         scores[rows, cols] = float("-inf")
+        self.changed += int(torch.isneginf(scores[hit_rows, top]).sum())
         self.fired += hit_rows.numel()
         self.blocked_tokens += rows.numel()
         return scores
@@ -260,8 +277,9 @@ class CitationBlocker(LogitsProcessor):
         return sorted(self.next_ids[self.offsets[found] : self.offsets[found + 1]].tolist())
 
     def reset(self, *, prompt_len: int | None = None) -> None:
-        """Zero `fired` and `blocked_tokens`; optionally set a new `prompt_len` for the next batch."""
+        """Zero `fired`, `changed` and `blocked_tokens`; optionally set a new `prompt_len` for the next batch."""
         self.fired = 0
+        self.changed = 0
         self.blocked_tokens = 0
         if prompt_len is not None:
             self.prompt_len = prompt_len
@@ -270,7 +288,7 @@ class CitationBlocker(LogitsProcessor):
         return (
             f"CitationBlocker(n={self.n}, prefixes={len(self.keys)}, ngrams={len(self.next_ids)}, "
             f"keys={'exact' if self.exact else 'hashed'}, include_prompt={self.include_prompt}, "
-            f"fired={self.fired}, blocked_tokens={self.blocked_tokens})"
+            f"fired={self.fired}, changed={self.changed}, blocked_tokens={self.blocked_tokens})"
         )
 
 

@@ -144,6 +144,7 @@ def run_strategy(
     seed: int = 0,
     word_start_ids: Sequence[int] | None = None,
     blocker_n: int = 5,
+    blocker_include_prompt: bool = True,
 ) -> tuple[list[list[int]], dict]:
     """Decode ``prompts[n, p]`` with ``strategy``; return (sequences, facts such as the blocker's firing count)."""
     if strategy.temperature is None:
@@ -157,7 +158,13 @@ def run_strategy(
     if strategy.blocker:
         if train_ids is None:
             raise ValueError("the citation blocker needs the hyperfitting training ids; pass train_ids.")
-        blocker = CitationBlocker(train_ids, n=blocker_n, word_start_ids=word_start_ids)
+        blocker = CitationBlocker(
+            train_ids,
+            n=blocker_n,
+            word_start_ids=word_start_ids,
+            include_prompt=blocker_include_prompt,
+            prompt_len=prompts.size(1),
+        )
         processors.append(blocker)
     device = next(model.parameters()).device
     # Sampling happens where the logits are: the generator must live on the model's device, not the prompts'.
@@ -177,7 +184,14 @@ def run_strategy(
         sequences.extend(out.sequences())
     facts = {"temperature": strategy.temperature}
     if blocker is not None:
-        facts.update(blocker_fired=blocker.fired, blocker_blocked_tokens=blocker.blocked_tokens)
+        facts.update(
+            blocker_n=blocker_n,
+            blocker_include_prompt=blocker_include_prompt,
+            blocker_fired=blocker.fired,
+            blocker_changed=blocker.changed,
+            blocker_matched_only=blocker.fired - blocker.changed,
+            blocker_blocked_tokens=blocker.blocked_tokens,
+        )
     return sequences, facts
 
 
@@ -233,6 +247,7 @@ def decoding_table(
     ttr_window: int = 96,
     word_start_ids: Sequence[int] | None = None,
     blocker_n: int = 5,
+    blocker_include_prompt: bool = True,
     precomputed: dict[tuple[str, str], list[list[int]]] | None = None,
 ) -> tuple[dict[str, dict[str, dict]], dict[tuple[str, str], list[list[int]]]]:
     """Every model × every strategy on the same prompts: ``table[model][strategy]`` of generation metrics.
@@ -282,6 +297,7 @@ def decoding_table(
                 seed=seed,
                 word_start_ids=word_start_ids,
                 blocker_n=blocker_n,
+                blocker_include_prompt=blocker_include_prompt,
             )
             generations[(model_name, name)] = sequences
             table[model_name][name] = {

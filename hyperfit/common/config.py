@@ -73,6 +73,25 @@ class TrainConfig:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Trade compute for activation memory."}
     )
+    train_layers: str = field(
+        default="all",
+        metadata={
+            "help": "Which parameters to train, the rest frozen: all, last:K / first:K (repeated blocks), "
+            "embeddings, head, norm, or a regex of parameter names (comma list; re:REGEX for one with commas)."
+        },
+    )
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "LoRA rank (peft) on the linear layers --train_layers selects; 0 = no LoRA."},
+    )
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scale numerator (scale = alpha / r)."})
+    lora_targets: str = field(
+        default="",
+        metadata={
+            "help": "LoRA target modules by name (comma list, e.g. q_proj,v_proj); '' = every linear layer "
+            "inside the blocks."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
@@ -90,6 +109,10 @@ class TrainConfig:
             )
         if self.eval_every_epochs < 1:
             raise HyperfitError("eval_every_epochs must be ≥ 1; pass a larger value to evaluate less often.")
+        if self.lora_r < 0 or self.lora_alpha <= 0:
+            raise HyperfitError(
+                f"lora_r must be ≥ 0 and lora_alpha > 0, got {self.lora_r} and {self.lora_alpha}; e.g. --lora_r 8."
+            )
         # Values that would train in the wrong direction or divide by zero, each with the flag to fix.
         for name, value, rule in (
             ("weight_decay", self.weight_decay, "≥ 0 (0 = none, as in the paper)"),
@@ -144,6 +167,13 @@ class EvalConfig:
         default=False,
         metadata={
             "help": "Citation blocker lets the current word finish before blocking (needs word-start ids)."
+        },
+    )
+    blocker_include_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Citation blocker: the n-1 ids it looks up may include prompt ids (false = only generated ids "
+            "count, so a copy that starts inside the prompt is not blocked)."
         },
     )
 
@@ -303,9 +333,11 @@ def _typed(name: str, value: Any, owner: tuple[type, dataclasses.Field], path: P
 
 def config_parts(config_cls: type) -> tuple[type, ...]:
     """The part types of a recipe's configuration, in field order: a recipe's config (e.g. ``FitTextConfig``) is a
-    dataclass whose every field is itself a config dataclass (model, data, train, eval, run)."""
+    dataclass whose every field is itself a config dataclass (model, data, train, eval, run). A config whose
+    fields are plain values is its own single part."""
     hints = typing.get_type_hints(config_cls)
-    return tuple(hints[f.name] for f in dataclasses.fields(config_cls))
+    parts = tuple(hints[f.name] for f in dataclasses.fields(config_cls))
+    return parts if parts and all(dataclasses.is_dataclass(p) for p in parts) else (config_cls,)
 
 
 def parse_recipe_config(
@@ -317,7 +349,9 @@ def parse_recipe_config(
 ) -> Any:
     """``parse_config`` over the parts of ``config_cls`` (flags stay flat: ``--lr``, not ``--train.lr``), then
     one ``config_cls`` holding them."""
-    return config_cls(*parse_config(config_parts(config_cls), argv, presets=presets, prog=prog))
+    parts = config_parts(config_cls)
+    parsed = parse_config(parts, argv, presets=presets, prog=prog)
+    return parsed[0] if parts == (config_cls,) else config_cls(*parsed)
 
 
 def config_dict(*configs: Any) -> dict[str, Any]:
@@ -365,7 +399,7 @@ def run_recipe(
     except KeyboardInterrupt:
         undo_unstarted_runs()
         close_progress_bars()
-        out = cfg.run.out if cfg is not None and hasattr(cfg, "run") else None
+        out = getattr(getattr(cfg, "run", cfg), "out", None)
         print(interrupted_message(out), file=sys.stderr)
         return 130
     except HyperfitError as err:

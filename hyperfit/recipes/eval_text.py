@@ -17,13 +17,15 @@ from pathlib import Path
 
 import torch
 
-from hyperfit.common.analysis import mean_ttr
+from hyperfit.common.analysis import dataset_bleu, ttr_by_position
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, write_json
+from hyperfit.common.stats import mean_ci
 from hyperfit.text.data import read_text_file, vocab_fingerprint
+from hyperfit.text.metrics import word_metrics
 from hyperfit.text.model import (
     ModelConfig,
     check_positions,
@@ -238,6 +240,43 @@ def load_prompts(cfg: EvalTextConfig, tokenizer, run_dirs: list[str]):
     return eval_blocks[:, : cfg.eval.prompt_tokens], references, eval_blocks, 0
 
 
+def score_texts(
+    run: Run,
+    generations: dict,
+    table: dict,
+    tokenizer,
+    prompts,
+    references,
+    train_ids,
+    *,
+    cfg: EvalTextConfig,
+) -> dict[str, dict[str, dict]]:
+    """Decode every model × strategy's continuations, add the text measures to ``table`` (word TTR / rep-4 /
+    diversity; Dataset BLEU against the training ids), write the generation files, and return the TTR of a
+    sliding window by position (``{model: {strategy: curve}}``) when more tokens than the window were generated."""
+    prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
+    by_position: dict[str, dict[str, dict]] = {}
+    for (model_name, strategy), sequences in generations.items():
+        texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        table[model_name][strategy].update(word_metrics(texts, ttr_window=cfg.eval.ttr_window))
+        if train_ids is not None:  # paper Table 2: closeness to the training set, per continuation
+            bleu = dataset_bleu(sequences, train_ids.tolist())
+            table[model_name][strategy]["dataset_bleu"] = sum(bleu) / len(bleu)
+            table[model_name][strategy]["dataset_bleu_ci"] = list(mean_ci(bleu))
+        if cfg.eval.max_new_tokens > cfg.eval.ttr_window:  # appendix Fig. 9: TTR of a sliding window
+            curve = ttr_by_position(sequences, window=cfg.eval.ttr_window)
+            by_position.setdefault(model_name, {})[strategy] = {
+                k: curve[k] for k in ("position", "mean", "n")
+            }
+            run.write_json(f"generations/ttr_by_position/{model_name}_{strategy}.json", curve)
+        records = [
+            {"index": i, "prompt": p, "continuation": t, "reference": r, "ids": s}
+            for i, (p, t, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
+        ]
+        run.write_jsonl(f"generations/decoding/{model_name}_{strategy}.jsonl", records)
+    return by_position
+
+
 def main(cfg: EvalTextConfig) -> dict:
     started = time.perf_counter()
     specs = parse_models(cfg.inputs.models)
@@ -291,18 +330,9 @@ def main(cfg: EvalTextConfig) -> dict:
             ttr_window=cfg.eval.ttr_window,
             word_start_ids=word_start_ids(tokenizer) if cfg.eval.word_finish else None,
             blocker_n=cfg.eval.blocker_n,
+            blocker_include_prompt=cfg.eval.blocker_include_prompt,
         )
-    prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
-    for (model_name, strategy), sequences in generations.items():
-        texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        table[model_name][strategy]["word_ttr"] = mean_ttr(
-            [t.split() for t in texts], window=cfg.eval.ttr_window
-        )
-        records = [
-            {"index": i, "prompt": p, "continuation": t, "reference": r, "ids": s}
-            for i, (p, t, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
-        ]
-        run.write_jsonl(f"generations/decoding/{model_name}_{strategy}.jsonl", records)
+    by_position = score_texts(run, generations, table, tokenizer, prompts, references, train_ids, cfg=cfg)
     summary = {
         "modality": "text",
         "kind": "eval",
@@ -316,6 +346,7 @@ def main(cfg: EvalTextConfig) -> dict:
         "decoding_by_length": score_prefixes(
             generations, lengths, train_ids=train_ids, ttr_window=cfg.eval.ttr_window
         ),
+        "ttr_by_position": by_position,
         "samples_shown": cfg.eval.samples_shown,
         "wall_seconds": time.perf_counter() - started,
     }

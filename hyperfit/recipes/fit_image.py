@@ -20,6 +20,7 @@ from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.compare import STRATEGIES
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
+from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import (
     MAY_CHANGE_ON_RESUME,
@@ -215,22 +216,15 @@ def main(cfg: FitImageConfig) -> dict:
 
     # The sampled column needs the original weights, so it is drawn before training changes them.
     if accelerator.is_main_process and not run.file("generations/original_sampled.jsonl").exists():
-        strategy = STRATEGIES[cfg.eval.sampling]
-        sampled = complete(
-            model,
-            splits.eval_codes,
-            n_context=n_context,
-            temperature=strategy.temperature,
-            warpers=strategy.warpers(),
-            generator=torch.Generator(accelerator.device).manual_seed(cfg.train.seed),
-            batch_size=cfg.eval.eval_batch_size,
+        write_codes(
+            run, "generations/original_sampled.jsonl", sample(model, splits, cfg=cfg, n_context=n_context)
         )
-        write_codes(run, "generations/original_sampled.jsonl", sampled.codes)
 
+    model, trainable = prepare_trainable(model, cfg.train)
     result = train(
         model, train_ids, cfg.train, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=1
     )
-    model = result.pop("model")
+    model = finish_trainable(result.pop("model"))
     stop_tracking(accelerator, run)
 
     if accelerator.is_main_process:
@@ -253,6 +247,7 @@ def main(cfg: FitImageConfig) -> dict:
             "after": _headline(evals[-1]),
             **comparison,
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
+            "trainable": trainable,
             "epoch_losses": result["epoch_losses"],
             "wall_seconds": run.wall_seconds(),
         }
@@ -277,6 +272,23 @@ def image_splits(cfg: FitImageConfig, run: Run, tokenizer, *, recorded: dict, ac
         run.write_json("manifest.json", splits.manifest)
         run.write_config(recorded)
     return splits
+
+
+def sample(
+    model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, n_context: int
+) -> torch.Tensor:
+    """Completions of the held-out images sampled with ``--sampling`` (a strategy of the shared table), seeded."""
+    strategy = STRATEGIES[cfg.eval.sampling]
+    device = next(model.parameters()).device
+    return complete(
+        model,
+        splits.eval_codes,
+        n_context=n_context,
+        temperature=strategy.temperature,
+        warpers=strategy.warpers(),
+        generator=torch.Generator(device).manual_seed(cfg.train.seed),
+        batch_size=cfg.eval.eval_batch_size,
+    ).codes
 
 
 def compare_original(
@@ -334,6 +346,7 @@ def compare_original(
         "blocker": {
             "n": cfg.eval.blocker_n,
             "fired": blocker.fired,
+            "changed": blocker.changed,
             "blocked_tokens": blocker.blocked_tokens,
         },
         "grid": "grid.png",

@@ -15,10 +15,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import compare_sharpness, decoding_table
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
+from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import (
     HyperfitError,
@@ -31,6 +31,7 @@ from hyperfit.common.runs import (
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
+from hyperfit.text.metrics import word_metrics
 from hyperfit.text.model import (
     DEFAULT_MODEL,
     ModelConfig,
@@ -41,6 +42,7 @@ from hyperfit.text.model import (
     word_start_ids,
 )
 from hyperfit.text.report import fit_report
+from hyperfit.text.retention import domain_perplexities, retention_summary, run_domain_blocks
 
 
 @dataclass
@@ -133,6 +135,10 @@ def main(cfg: FitTextConfig) -> dict:
     # The original model, kept on the CPU, is decoded beside the hyperfitted one at the end.
     original = copy.deepcopy(model) if cfg.eval.strategy_names() and accelerator.is_main_process else None
     model.to(accelerator.device)
+    # Knowledge retention: teacher-forced perplexity on every bundled domain, before training and after.
+    domains = retention_domains(cfg, tokenizer, splits) if accelerator.is_main_process else {}
+    retention_before = domain_perplexities_under(accelerator, model, domains, cfg)
+    model, trainable = prepare_trainable(model, cfg.train)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
         batch = cfg.eval.eval_batch_size
@@ -145,14 +151,7 @@ def main(cfg: FitTextConfig) -> dict:
             eos_id=stop_ids,
         )
         held_out = teacher_forced_stats(model, splits.eval_ids, batch_size=batch)
-        texts = decode_texts(tokenizer, sequences)
-        prompt_texts = decode_texts(tokenizer, prompts.tolist())
-        references = decode_texts(tokenizer, splits.eval_ids[:, cfg.eval.prompt_tokens :].tolist())
-        records = [
-            {"index": i, "prompt": p, "continuation": c, "reference": r, "ids": s}
-            for i, (p, c, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
-        ]
-        run.write_jsonl(f"generations/epoch_{epoch:03d}.jsonl", records)
+        write_generations(run, f"generations/epoch_{epoch:03d}.jsonl", tokenizer, splits, sequences, cfg=cfg)
         accelerator.print(
             f"epoch {epoch}: TTR {gen_metrics['ttr']:.3f}, held-out loss {held_out['loss']:.3f}, "
             f"entropy {held_out['entropy']:.3f}, top-1 {held_out['top1_prob']:.3f}"
@@ -160,10 +159,11 @@ def main(cfg: FitTextConfig) -> dict:
         return {**gen_metrics, **held_out}
 
     result = train(model, splits.train_ids, cfg.train, accelerator=accelerator, run=run, evaluate=evaluate)
-    model = result.pop("model")
+    model = finish_trainable(result.pop("model"))
     stop_tracking(accelerator, run)
 
     if accelerator.is_main_process:
+        retention_after = domain_perplexities_under(accelerator, model, domains, cfg)
         if cfg.run.save_model:
             model.save_pretrained(run.path / "model", safe_serialization=True)
             tokenizer.save_pretrained(run.path / "model")
@@ -189,6 +189,8 @@ def main(cfg: FitTextConfig) -> dict:
             "before": _headline(evals[0]),
             "after": _headline(evals[-1]),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
+            "trainable": trainable,
+            "retention": retention_summary(retention_before, retention_after, trained_on=next(iter(domains))),
             "epoch_losses": result["epoch_losses"],
             "samples_shown": cfg.eval.samples_shown,
             **comparison,
@@ -234,6 +236,36 @@ def text_splits(cfg: FitTextConfig, run: Run, tokenizer, *, recorded: dict, acce
     return splits
 
 
+def write_generations(
+    run: Run, name: str, tokenizer, splits: TextSplits, sequences, *, cfg: FitTextConfig
+) -> None:
+    """Every held-out prompt with its continuation, the human reference and the generated ids, decoded."""
+    prompt_ids, reference_ids = splits.eval_ids.split(
+        [cfg.eval.prompt_tokens, splits.eval_ids.size(1) - cfg.eval.prompt_tokens], 1
+    )
+    texts, prompts, references = (
+        decode_texts(tokenizer, ids) for ids in (sequences, prompt_ids.tolist(), reference_ids.tolist())
+    )
+    records = [
+        {"index": i, "prompt": p, "continuation": c, "reference": r, "ids": s}
+        for i, (p, c, r, s) in enumerate(zip(prompts, texts, references, sequences, strict=True))
+    ]
+    run.write_jsonl(name, records)
+
+
+def retention_domains(cfg: FitTextConfig, tokenizer, splits: TextSplits) -> dict[str, dict]:
+    """Held-out blocks of every bundled domain (the run's own held-out blocks for its training domain)."""
+    return run_domain_blocks(
+        tokenizer, source=cfg.data.data, eval_ids=splits.eval_ids, domains=cfg.data.retention_domain_names()
+    )
+
+
+def domain_perplexities_under(accelerator, model, domains: dict[str, dict], cfg: FitTextConfig) -> dict:
+    """``domain_perplexities`` under the run's precision ({} when there are no domains: other processes)."""
+    with torch.no_grad(), accelerator.autocast():
+        return domain_perplexities(model, domains, batch_size=cfg.eval.eval_batch_size) if domains else {}
+
+
 def compare_original(
     original: torch.nn.Module,
     hyperfitted: torch.nn.Module,
@@ -270,6 +302,7 @@ def compare_original(
             ttr_window=cfg.eval.ttr_window,
             word_start_ids=word_start_ids(tokenizer) if cfg.eval.word_finish else None,
             blocker_n=cfg.eval.blocker_n,
+            blocker_include_prompt=cfg.eval.blocker_include_prompt,
             precomputed=precomputed,
         )
         sharpness = compare_sharpness(
@@ -278,9 +311,7 @@ def compare_original(
         )
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
-        table[model_name][strategy]["word_ttr"] = mean_ttr(
-            [t.split() for t in texts], window=cfg.eval.ttr_window
-        )
+        table[model_name][strategy].update(word_metrics(texts, ttr_window=cfg.eval.ttr_window))
         run.write_jsonl(
             f"generations/decoding/{model_name}_{strategy}.jsonl",
             [

@@ -9,6 +9,7 @@ N long enough become training blocks (their first L tokens), the next M the held
 from __future__ import annotations
 
 import bz2
+import functools
 import hashlib
 import json
 import re
@@ -42,10 +43,25 @@ class TextDataConfig:
         default=None, metadata={"help": "Tokens per held-out block; unset = block_len."}
     )
     data_seed: int = field(default=0, metadata={"help": "Seed of the document selection."})
+    retention_domains: str = field(
+        default=",".join(BUNDLED),
+        metadata={
+            "help": "Bundled corpora whose held-out perplexity every fit-text summary reports before and after "
+            "(retention; comma list of lee, wiki; '' = only the run's own held-out blocks)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.n_train < 1 or self.n_eval < 1 or self.block_len < 2:
             raise HyperfitError("n_train and n_eval must be ≥ 1 and block_len ≥ 2; fix the data flags.")
+        unknown = [d for d in self.retention_domain_names() if d not in BUNDLED]
+        if unknown:
+            raise HyperfitError(
+                f"--retention_domains {unknown[0]!r} is not a bundled corpus; use {', '.join(BUNDLED)} or ''."
+            )
+
+    def retention_domain_names(self) -> list[str]:
+        return [d.strip() for d in self.retention_domains.split(",") if d.strip()]
 
 
 @dataclass
@@ -89,24 +105,36 @@ def load_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
     """All documents of the source, in source order, and a short description of where they came from."""
     source = cfg.data
     if source in BUNDLED:
-        try:
-            from gensim.test.utils import datapath
-        except ImportError as err:
-            raise HyperfitError(
-                f"the bundled corpus {source!r} needs gensim; run `pip install gensim` (or `make demo`)."
-            ) from err
-        if source == "lee":
-            path = datapath("lee_background.cor")
-            return [line.strip() for line in open(path, encoding="utf-8") if line.strip()], f"gensim:{path}"
-        from gensim.corpora.wikicorpus import extract_pages
+        docs, origin = _bundled_documents(source)
+        return list(docs), origin
+    return _hub_or_file_documents(cfg)
 
-        path = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
-        docs = []
-        for _title, markup, _pageid in extract_pages(bz2.BZ2File(path), filter_namespaces=("0",)):
-            if markup.lstrip().upper().startswith("#REDIRECT"):
-                continue
-            docs.append(_clean_wiki(markup))
-        return [d for d in docs if d], f"gensim:{path}"
+
+@functools.cache
+def _bundled_documents(source: str) -> tuple[tuple[str, ...], str]:
+    """A bundled corpus, read once per process (cleaning the Wikipedia dump takes tens of seconds)."""
+    try:
+        from gensim.test.utils import datapath
+    except ImportError as err:
+        raise HyperfitError(
+            f"the bundled corpus {source!r} needs gensim; run `pip install gensim` (or `make demo`)."
+        ) from err
+    if source == "lee":
+        path = datapath("lee_background.cor")
+        return tuple(line.strip() for line in open(path, encoding="utf-8") if line.strip()), f"gensim:{path}"
+    from gensim.corpora.wikicorpus import extract_pages
+
+    path = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    docs = []
+    for _title, markup, _pageid in extract_pages(bz2.BZ2File(path), filter_namespaces=("0",)):
+        if markup.lstrip().upper().startswith("#REDIRECT"):
+            continue
+        docs.append(_clean_wiki(markup))
+    return tuple(d for d in docs if d), f"gensim:{path}"
+
+
+def _hub_or_file_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
+    source = cfg.data
     if source.startswith("hf:"):
         parts = source[3:].split(":")
         name, config, split = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hyperfit.common.report import Report, Sample, Samples, Section, Text
+from hyperfit.common.report import Cell, Plot, Report, Sample, Samples, Section, Series, Table, Text
 from hyperfit.common.report.render import format_value
 from hyperfit.common.report.sections import (
     DECODING_COLUMNS,
@@ -25,8 +25,14 @@ from hyperfit.common.report.sections import (
 )
 from hyperfit.common.runs import read_json, read_jsonl
 
-# Word-level TTR (the decoded continuation's last 96 whitespace words) beside the token TTR.
-TEXT_DECODING_COLUMNS = (DECODING_COLUMNS[0], "word_ttr", *DECODING_COLUMNS[1:])
+
+def _with_words(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The id-level columns with their word-level twins (over the decoded continuation's whitespace words)."""
+    twins = {"ttr": "word_ttr", "rep_4": "word_rep_4", "diversity": "word_diversity"}
+    return tuple(name for key in columns for name in (key, twins.get(key)) if name)
+
+
+TEXT_DECODING_COLUMNS = _with_words(DECODING_COLUMNS)
 MARKED = "Words inside a repeated 4-word sequence are marked."
 
 
@@ -69,6 +75,43 @@ def continuation_samples(run_dir: Path, summary: dict, *, count: int) -> Samples
     return Samples(items, caption=MARKED)
 
 
+def text_decoding_table(summary: dict):
+    """The decoding table with the text columns, and Dataset BLEU (with its interval) when it was measured."""
+    measured = any("dataset_bleu" in m for s in summary.get("decoding", {}).values() for m in s.values())
+    return decoding_table(summary, columns=(*TEXT_DECODING_COLUMNS, *(("dataset_bleu",) if measured else ())))
+
+
+def retention_table(summary: dict) -> Table | None:
+    """Held-out perplexity on every bundled domain before → after, 95 % intervals over blocks, the paired ratio."""
+    retention = summary.get("retention") or {}
+    if not retention:
+        return None
+    rows = [
+        [
+            domain + (" (trained on)" if r["trained_on"] else ""),
+            Cell(r["perplexity_before"], ci=tuple(r["perplexity_before_ci"]), fmt="{:.1f}"),
+            Cell(r["perplexity_after"], ci=tuple(r["perplexity_after_ci"]), fmt="{:.1f}"),
+            Cell(r["ratio"], ci=tuple(r["ratio_ci"]), fmt="{:.2f}"),
+            Cell(r["p"]),
+        ]
+        for domain, r in retention.items()
+    ]
+    return Table(["domain", "before [95 % CI]", "after [95 % CI]", "after / before [95 % CI]", "p"], rows)
+
+
+def ttr_by_position_plot(summary: dict) -> Plot | None:
+    """TTR of a sliding window against the generated position, per model × strategy (paper appendix Fig. 9)."""
+    curves = summary.get("ttr_by_position") or {}
+    series = [
+        Series(f"{model_name} {strategy}", curve["position"], curve["mean"])
+        for model_name, strategies in curves.items()
+        for strategy, curve in strategies.items()
+    ]
+    if not series:
+        return None
+    return Plot("TTR of a sliding window by position", series, x_label="generated tokens", y_label="TTR")
+
+
 def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
     """The report of a finished (or finishing) fit-text run: before/after, curves, decodings, sharpness, samples."""
     run_dir = Path(run_dir)
@@ -90,10 +133,9 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
     sections = [
         Section("Before and after hyperfitting", [headline]),
         Section("Training curves (paper Fig. 2)", [*training_curves(metrics), per_evaluation_table(metrics)]),
-        Section(
-            "Decoding strategies (same prompts)", [decoding_table(summary, columns=TEXT_DECODING_COLUMNS)]
-        ),
+        Section("Decoding strategies (same prompts)", [text_decoding_table(summary)]),
         Section("Sharpness and reference-token ranks", [sharpness_table(summary), *sharpness_plots(summary)]),
+        Section("Retention: held-out perplexity on every bundled domain", [retention_table(summary)]),
         Section(
             "Greedy continuations of held-out prompts",
             [continuation_samples(run_dir, summary, count=summary.get("samples_shown", 3))],
@@ -122,10 +164,11 @@ def eval_report(run_dir: str | Path, summary: dict | None = None) -> Report:
             Text("Not measured: prompts from a file have no held-out blocks to score teacher-forced.")
         ]
     sections = [
+        Section("Decoding strategies (same prompts)", [text_decoding_table(summary)]),
         Section(
-            "Decoding strategies (same prompts)", [decoding_table(summary, columns=TEXT_DECODING_COLUMNS)]
+            "By generated length (first L tokens of each continuation)",
+            [length_table(summary), ttr_by_position_plot(summary)],
         ),
-        Section("By generated length (first L tokens of each continuation)", [length_table(summary)]),
         Section("Sharpness and reference-token ranks", [*sharpness, *sharpness_plots(summary)]),
         Section(
             "Continuations of the same prompts",

@@ -54,6 +54,7 @@ DECODING_COLUMNS: tuple[str, ...] = (
     "copy_gt10_share",
     "copy_mean_longest",
     "blocker_fired",
+    "blocker_changed",
     "temperature",
 )
 
@@ -149,9 +150,16 @@ def training_curves(metrics: list[dict]) -> list[Plot]:
 
 
 def decoding_table(summary: dict, *, columns: Sequence[str] = DECODING_COLUMNS) -> Table | None:
-    """One row per model × decoding strategy (paper Tables 1-2): ``summary["decoding"][model][strategy]``."""
+    """One row per model × decoding strategy (paper Tables 1-2): ``summary["decoding"][model][strategy]``; a value
+    with a recorded ``<key>_ci`` shows its interval."""
+
+    def cell(metrics: dict, key: str):
+        value = metrics.get(key)
+        interval = metrics.get(f"{key}_ci")
+        return Cell(value, ci=tuple(interval)) if interval and isinstance(value, float) else value
+
     rows = [
-        [model_name, strategy, *(m.get(key) for key in columns)]
+        [model_name, strategy, *(cell(m, key) for key in columns)]
         for model_name, strategies in summary.get("decoding", {}).items()
         for strategy, m in strategies.items()
     ]

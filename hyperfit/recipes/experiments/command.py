@@ -33,6 +33,7 @@ from hyperfit.recipes.experiments.shared import (
     _floats,
     _ints,
 )
+from hyperfit.recipes.experiments.which_layers import which_layers, which_layers_report
 from hyperfit.text.data import check_source
 from hyperfit.text.model import ModelConfig, load_causal_lm, resolve_model
 
@@ -77,6 +78,12 @@ EXPERIMENTS: dict[str, Experiment] = {
         early_stop,
         early_stop_report,
     ),
+    "which-layers": Experiment(
+        "Where the effect lives (Li et al. 2026: the change sits in the final block; LoRA on the last 5 layers "
+        "suffices): full hyperfitting vs the last block only, embeddings + head only and LoRA, at equal updates.",
+        which_layers,
+        which_layers_report,
+    ),
 }
 QUESTIONS = {name: experiment.question for name, experiment in EXPERIMENTS.items()}
 
@@ -116,6 +123,11 @@ def check(name: str, cfg: ExperimentRecipeConfig) -> None:
             raise HyperfitError("lr-epochs needs positive learning rates; pass e.g. --lrs 1e-5,4e-5.")
         if not _ints(exp.epoch_grid, "epoch_grid") or min(_ints(exp.epoch_grid, "epoch_grid")) < 1:
             raise HyperfitError("lr-epochs needs epoch counts ≥ 1; pass e.g. --epoch_grid 5,10,20.")
+    if name == "which-layers":
+        if exp.lora_rank < 1 or exp.lora_lr <= 0:
+            raise HyperfitError("which-layers needs --lora_rank ≥ 1 and a positive --lora_lr.")
+        if train_cfg.train_layers != "all" or train_cfg.lora_r:
+            raise HyperfitError("which-layers sets --train_layers and --lora_r per variant; drop them.")
     if name == "early-stop":
         if train_cfg.epochs < 2:
             raise HyperfitError("early-stop needs --epochs ≥ 2 so that an earlier stop exists.")
@@ -200,6 +212,7 @@ experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and on
   domain      train on each domain, evaluate on every domain                        (--domains)
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
   early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
+  which-layers  full vs last block vs embeddings+head vs LoRA, equal updates   (--lora_layers, --lora_rank, --lora_lr)
 
 --preset cpu (default) is sized for 2 CPU cores (7-12 minutes each there); --preset paper is the paper's scale.
 `hyperfit experiment NAME --help` lists every option."""

@@ -60,6 +60,17 @@ class ExperimentConfig:
             "help": "early-stop: stop the baseline after this many epochs; unset = lowest held-out loss."
         },
     )
+    lora_layers: str = field(
+        default="last:5",
+        metadata={"help": "which-layers: where the LoRA variant puts adapters (a --train_layers spec)."},
+    )
+    lora_rank: int = field(
+        default=16, metadata={"help": "which-layers: rank of the LoRA variant (alpha = 2 × rank)."}
+    )
+    lora_lr: float = field(
+        default=4e-4,
+        metadata={"help": "which-layers: learning rate of the LoRA variant (adapters start at 0)."},
+    )
     keep_weights: bool = field(
         default=False,
         metadata={"help": "Keep each variant's model/ and checkpoints/ (deleted once read, to save disk)."},
