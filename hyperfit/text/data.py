@@ -50,6 +50,14 @@ class TextDataConfig:
             "(retention; comma list of lee, wiki; '' = only the run's own held-out blocks)."
         },
     )
+    eval_data: str = field(
+        default="",
+        metadata={
+            "help": "Held-out texts from these sources instead (comma list of lee, wiki, FILE.txt/.jsonl, hf:NAME): "
+            "--n_eval texts from each, none overlapping the training documents; every figure is reported per "
+            "source and averaged (the paper: news, Wikipedia, fiction, 100 each). Unset = --data's own held-out."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.n_train < 1 or self.n_eval < 1 or self.block_len < 2:

@@ -231,6 +231,7 @@ def evaluate_blocks(model, eval_ids: torch.Tensor, *, eval_cfg: EvalConfig, eos_
         model,
         eval_ids[:, : eval_cfg.prompt_tokens],
         max_new_tokens=eval_cfg.max_new_tokens,
+        min_new_tokens=eval_cfg.min_new_tokens,
         ttr_window=eval_cfg.ttr_window,
         batch_size=eval_cfg.eval_batch_size,
         eos_id=eos_id,
