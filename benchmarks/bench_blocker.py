@@ -1,4 +1,4 @@
-"""Cost of the citation blocker (hyperfit.common.blocker, PAPER.md §4) in greedy decoding.
+"""Cost of the citation blocker (hyperfit.common.blocker, the paper's §4) in greedy decoding.
 
 A 4-layer, width-256, 8192-vocab GPT-2 decodes 16 prompts x 32 tokens for 96 new tokens with a plain KV-cache
 loop, without and with the blocker, on training data of 2,000 x 256 ids (the paper's size, "1x") and

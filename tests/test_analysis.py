@@ -70,7 +70,7 @@ def test_rep_n_known_answers():
 
 
 def simctg_measure(texts: list[str], *, fixed: bool = False) -> tuple[float, float, float, float]:
-    """SimCTG's simctg/evaluation.py transcribed (REFERENCE.md B1); ``fixed`` also counts the last n-gram."""
+    """SimCTG's simctg/evaluation.py transcribed (yxuansu/SimCTG); ``fixed`` also counts the last n-gram."""
 
     def eval_text(text, ngram):
         token_list = text.strip().split()
@@ -195,7 +195,7 @@ def test_repetition_loop_known_answers():
 
 
 def degen_is_repeating(gen: list[int], max_n: int = 90) -> bool:
-    """Transcription of ari-holtzman/degen metrics/repetition.py (REFERENCE.md B3), SEP already stripped."""
+    """Transcription of ari-holtzman/degen metrics/repetition.py (Holtzman et al. 2020), SEP already stripped."""
     rev_gen = list(reversed(gen))
     last_n_repeats = [0] * max_n
     for n in range(1, max_n + 1):

@@ -10,6 +10,7 @@ import torch
 from hyperfit.cli import main as hyperfit
 from hyperfit.common.analysis import dataset_bleu, mean_ttr, rep_n
 from hyperfit.common.compare import generation_metrics
+from hyperfit.common.report.render import markdown_escape
 from hyperfit.common.runs import read_json, read_jsonl
 from tests.test_fit_text import fit
 
@@ -61,7 +62,8 @@ def test_eval_compares_a_run_with_its_original(tiny_model_dir, news_file, tmp_pa
     # Per-prompt samples: every model's greedy continuation of the first prompts, as the generation files hold.
     generated = read_jsonl(out / "generations/decoding/hyperfitted_greedy.jsonl")
     assert "### Prompt 2" in report and "### Prompt 3" not in report
-    assert f"**hyperfitted:** {generated[1]['continuation']}" in report
+    shown = " ".join(markdown_escape(generated[1]["continuation"]).split())  # one line, HTML-safe
+    assert f"**hyperfitted:** {shown}" in report
     assert "**original:**" in report and "hyperfitted</h4>" in (out / "report.html").read_text()
 
     # Shorter lengths are the metrics of the first L generated ids of the same continuations.
@@ -165,3 +167,13 @@ def test_report_and_compare_refuse_an_unfinished_directory_before_writing(tmp_pa
     assert hyperfit(["compare", str(tmp_path / "half"), "--out", str(tmp_path / "cmp")]) == 2
     assert "half is not a finished run directory" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists() and list((tmp_path / "half").iterdir()) == []
+
+
+def test_every_command_answers_help_with_exit_status_0(capsys):
+    for command in ("fit-text", "fit-image", "pretrain-image", "eval", "experiment", "compare", "report"):
+        try:
+            code = hyperfit([command, "--help"])
+        except SystemExit as exit:  # HfArgumentParser's --help exits like argparse
+            code = exit.code
+        assert code == 0, command
+    assert "usage: hyperfit compare" in capsys.readouterr().out

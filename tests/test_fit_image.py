@@ -17,11 +17,13 @@ from PIL import Image
 from hyperfit.cli import main as hyperfit
 from hyperfit.common.batch import IGNORE_INDEX, count_label_tokens, make_batch
 from hyperfit.common.blocker import CitationBlocker
-from hyperfit.common.report import write_comparison
+from hyperfit.common.report import render
 from hyperfit.common.runs import HyperfitError, read_json, write_json
 from hyperfit.image.metrics import (
+    STANDARD_FID,
     completed_mask,
     completion_mse,
+    fid_extractor,
     fid_kid,
     frechet_distance,
     kernel_distance,
@@ -41,7 +43,9 @@ from hyperfit.image.model import (
     model_block_len,
     sos_id,
 )
+from hyperfit.image.report import fit_report
 from hyperfit.image.tokenizers import PaletteTokenizer
+from hyperfit.recipes.compare import write_comparison
 from tests.conftest import launch_failure, launch_two_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +79,7 @@ def last_error(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
 
 
-# --- start-of-sequence token and positions (PAPER.md §11, bug 8) ------------------------------------------------
+# --- start-of-sequence token and positions (the official code had neither SOS nor the right length) ------------------------------------------------
 
 
 def test_sos_is_prepended_never_a_label_and_never_predicted() -> None:
@@ -200,6 +204,18 @@ def test_fid_and_kid_with_an_injected_random_extractor() -> None:
     images = torch.rand(6, 3, 8, 8, generator=g)
     scores = fid_kid(images, images.flip(-1), extractor, subset_size=6)
     assert set(scores) == {"fid", "kid", "kid_std"} and np.isfinite(scores["fid"])
+
+
+def test_standard_fid_without_its_weights_falls_back_to_timm_and_the_report_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-cache"))  # no standard FID weights in it
+    extractor, about = fid_extractor(STANDARD_FID, pretrained=False)
+    assert about["standard"] is False and about["extractor"] == "timm inception_v3 (random weights)"
+    assert about["note"].startswith("The standard FID Inception weights are not available: ")
+    assert "not with published FID" in about["note"]
+    assert extractor(torch.rand(2, 3, 8, 8)).shape == (2, 2048)  # Inception's pooled features
+    summary = read_json(ROOT / "tests/fixtures/reports/tiny-image/summary.json")
+    markdown = render(fit_report(tmp_path, {**summary, "fid": about}))[0]
+    assert about["note"] in markdown
 
 
 # --- the recipes end to end ---------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Image edges: tokenizer round trips and codebook lookups, ImageGPT cluster compatibility, image-set loaders
-and their error sentences, grids. Offline, CPU, a few seconds (STYLE rule 14)."""
+and their error sentences, grids. Offline, CPU, tiny inputs."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""Modality-agnostic layer: trainer, decoding, analysis, run directories. Imports nothing from text/ or image/."""
+"""Modality-agnostic layer: trainer, decoding, analysis, run directories. Imports no modality package."""

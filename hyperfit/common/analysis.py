@@ -1,7 +1,8 @@
 """Analysis of generations and predictions on token ids and logits: diversity, repetition, copying, sharpness.
 
-Follows the hyperfitting paper (§2.3, Tables 2-3) and the peers in REFERENCE.md §B: SimCTG rep-n/diversity,
-unlikelihood-training seq-rep-n and target ranks, degen's repetition loops, sacrebleu's sentence BLEU.
+Follows the hyperfitting paper (§2.3, Tables 2-3) and the peers' published definitions: SimCTG's rep-n and
+diversity (yxuansu/SimCTG), unlikelihood training's seq-rep-n and target ranks (Welleck et al. 2020), degen's
+repetition loops (ari-holtzman/degen), sacrebleu's sentence BLEU for Self-BLEU.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""The batch contract shared by text and images: ``{"input_ids": LongTensor[b, t], "labels": LongTensor[b, t]}``.
+"""The batch contract every modality shares: ``{"input_ids": LongTensor[b, t], "labels": LongTensor[b, t]}``.
 
 Labels are the input ids themselves (the model shifts nothing; ``token_nll_sum`` does), with ``IGNORE_INDEX``
-wherever nothing is learned (padding, an image's start-of-sequence token, a prompt that is only context).
+wherever nothing is learned (padding, a start-of-sequence token, a prompt that is only context).
 """
 
 from __future__ import annotations

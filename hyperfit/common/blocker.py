@@ -66,8 +66,8 @@ class CitationBlocker(LogitsProcessor):
             False: only tails made entirely of generated ids count, i.e. the blocker starts once
             `input_ids.shape[1] - prompt_len >= n - 1`; a copy that starts inside the prompt is allowed.
         word_start_ids: "let the current word finish first" (one secondary source for §4 says the zeroing is
-            applied once the current word is completed). The ids of tokens that begin a new word (text side:
-            tokens whose decoded string starts with a space; this module does not know about tokenizers). When
+            applied once the current word is completed). The ids of tokens that begin a new word (for a subword
+            vocabulary, those whose string starts with a space; the caller's tokenizer knows them). When
             given, only continuations that ARE word starts are blocked; a continuation that extends the current
             word is left allowed. So a copied span can still grow inside the word it is in, and is cut at the
             next word boundary: the next copied word cannot begin. `fired` and `blocked_tokens` count only what

@@ -172,7 +172,9 @@ class EvalConfig:
     blocker_n: int = field(default=5, metadata={"help": "Citation blocker n-gram order (paper: 5)."})
     word_finish: bool = field(
         default=False,
-        metadata={"help": "Citation blocker lets the current word finish before blocking (text only)."},
+        metadata={
+            "help": "Citation blocker lets the current word finish before blocking (needs word-start ids)."
+        },
     )
     blocker_include_prompt: bool = field(
         default=True,
@@ -227,6 +229,13 @@ class RunConfig:
         metadata={
             "help": "With --resume: comma list of settings that may differ from the run's config.json (e.g. "
             "epochs,eval_every_epochs); only schedule, cadence and decoding settings qualify. Recorded in the run."
+        },
+    )
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "Also send metrics to these accelerate trackers (comma list: tensorboard, wandb, mlflow, ...); "
+            "metrics.jsonl stays the record. none = off."
         },
     )
 
@@ -333,11 +342,38 @@ def _typed(name: str, value: Any, owner: tuple[type, dataclasses.Field], path: P
     )
 
 
+def config_parts(config_cls: type) -> tuple[type, ...]:
+    """The part types of a recipe's configuration, in field order: a recipe's config (e.g. ``FitTextConfig``) is a
+    dataclass whose every field is itself a config dataclass (model, data, train, eval, run). A config whose
+    fields are plain values is its own single part."""
+    hints = typing.get_type_hints(config_cls)
+    parts = tuple(hints[f.name] for f in dataclasses.fields(config_cls))
+    return parts if parts and all(dataclasses.is_dataclass(p) for p in parts) else (config_cls,)
+
+
+def parse_recipe_config(
+    config_cls: type,
+    argv: list[str] | None = None,
+    *,
+    presets: dict[str, dict[str, Any]] | None = None,
+    prog: str | None = None,
+) -> Any:
+    """``parse_config`` over the parts of ``config_cls`` (flags stay flat: ``--lr``, not ``--train.lr``), then
+    one ``config_cls`` holding them."""
+    parts = config_parts(config_cls)
+    parsed = parse_config(parts, argv, presets=presets, prog=prog)
+    return parsed[0] if parts == (config_cls,) else config_cls(*parsed)
+
+
 def config_dict(*configs: Any) -> dict[str, Any]:
-    """Flatten config dataclasses into one dict, as written to ``config.json`` in the run directory."""
+    """Flatten config dataclasses (or a recipe's config of configs) into one dict, as written to ``config.json``."""
     merged: dict[str, Any] = {}
     for cfg in configs:
-        merged.update(dataclasses.asdict(cfg))
+        parts = [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]
+        if parts and all(dataclasses.is_dataclass(part) for part in parts):
+            merged.update(config_dict(*parts))
+        else:
+            merged.update(dataclasses.asdict(cfg))
     return merged
 
 
@@ -351,14 +387,15 @@ def close_progress_bars() -> None:
 
 def run_recipe(
     main: Any,
-    dataclass_types: tuple[type, ...],
+    config_cls: type,
     argv: list[str] | None = None,
     *,
     prog: str,
     presets: dict[str, dict[str, Any]] | None = None,
     default_preset: str | None = None,
 ) -> int:
-    """A recipe's command line: parse, run ``main(configs)``, and turn a HyperfitError into one ``error:`` line.
+    """A recipe's command line: parse into one ``config_cls``, run ``main(cfg)``, and turn a HyperfitError into
+    one ``error:`` line.
 
     ``default_preset`` is applied when the arguments name no ``--preset`` (a later one still wins). Returns the
     process exit status: 0, or 2 for bad input.
@@ -366,14 +403,14 @@ def run_recipe(
     argv = list(sys.argv[1:] if argv is None else argv)
     if default_preset and not any(a == "--preset" or a.startswith("--preset=") for a in argv):
         argv = ["--preset", default_preset, *argv]
-    configs: tuple = ()
+    cfg = None
     try:
-        configs = parse_config(dataclass_types, argv, presets=presets, prog=prog)
-        main(configs)
+        cfg = parse_recipe_config(config_cls, argv, presets=presets, prog=prog)
+        main(cfg)
     except KeyboardInterrupt:
         undo_unstarted_runs()
         close_progress_bars()
-        out = next((c.out for c in configs if isinstance(c, RunConfig)), None)
+        out = getattr(getattr(cfg, "run", cfg), "out", None)
         print(interrupted_message(out), file=sys.stderr)
         return 130
     except HyperfitError as err:

@@ -104,7 +104,7 @@ def decode(
         lengths += (~finished).long()
         ids = torch.cat([ids, next_ids[:, None]], dim=1)
         # No forward after the last token: its logits are never used, and for a model whose positions end
-        # exactly at prompt + max_new_tokens - 1 (ImageGPT: SOS + 1,023 inputs) it would index past the table.
+        # exactly at prompt + max_new_tokens - 1 (a start token + 1,023 inputs) it would index past the table.
         if step == max_new_tokens - 1 or bool(finished.all()):
             break
         out = model(input_ids=next_ids[:, None], use_cache=True, **_cache_kwargs(out))

@@ -1,8 +1,8 @@
 """One evaluation pass on ids: greedy continuations of held-out prompts and teacher-forced sharpness.
 
 Paper §2 (Carlsson et al. 2025): 32-token contexts, greedy continuations, TTR over the last 96 generated ids;
-perplexity, next-token entropy (nats) and top-1 probability on held-out blocks. Modality-agnostic: text and image
-recipes pass ids and get numbers back.
+perplexity, next-token entropy (nats) and top-1 probability on held-out blocks. Modality-agnostic: every recipe
+passes ids and gets numbers back.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ takes the whole rest, commas included, as one expression):
 
     all          every parameter (the default; nothing is frozen)
     last:K       the last K of the repeated blocks (first:K the first K); blocks are found generically as the
-                 longest ``nn.ModuleList`` whose children share one class (Llama ``model.layers``, GPT-2 and
-                 ImageGPT ``transformer.h``)
+                 longest ``nn.ModuleList`` whose children share one class (Llama ``model.layers``, every
+                 GPT-2-style ``transformer.h``)
     embeddings   every ``nn.Embedding`` outside the blocks (token and learned position embeddings)
     head         the output projection (``get_output_embeddings()``)
     norm         parameters outside the blocks that are neither embeddings nor head (the final norm)

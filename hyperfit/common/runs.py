@@ -58,7 +58,8 @@ MAY_CHANGE_ON_RESUME = frozenset(
         "save_model",
     }
 )
-RUN_CONTROL = ("out", "overwrite", "resume", "allow_changes")  # how to open a run, not what it is
+# How to open a run and where else its metrics go, not what it is.
+RUN_CONTROL = ("out", "overwrite", "resume", "allow_changes", "report_to")
 
 
 class HyperfitError(RuntimeError):
@@ -161,7 +162,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def sha256_ids(ids: torch.Tensor) -> str:
-    """sha256 of the ids as int64 bytes: the manifest's fingerprint of the exact ids a run trains on (rule 6)."""
+    """sha256 of the ids as int64 bytes: the manifest's fingerprint of the exact ids a run trains on."""
     return hashlib.sha256(ids.long().numpy().tobytes()).hexdigest()  # .long() is .to(torch.int64)
 
 
@@ -365,6 +366,8 @@ class Run:
         self._replaced_lock: _RunLock | None = None
         self.created = False  # this process made the directory
         self._opened = time.time()
+        # Also given every logged record (experiment trackers); metrics.jsonl stays the record.
+        self.mirror: Callable[[dict], Any] | None = None
 
     @classmethod
     def open(
@@ -565,6 +568,8 @@ class Run:
         if self.replaced is not None or self.created:
             self.created = False
             self.commit()  # logging means training has started (for callers that write no config.json)
+        if self.mirror is not None:
+            self.mirror(record)
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.path / "metrics.jsonl")
@@ -603,3 +608,40 @@ def _recover_overwrite(path: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
         print(f"restored the run that an interrupted --overwrite had moved to {aside}", file=sys.stderr)
         return
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What every recipe does the same way with its run directory
+
+
+def finished_summary(
+    run: Run, *, write_report: Callable[[Path], Any], say: Callable[[str], Any] = print
+) -> dict:
+    """A finished run is only re-reported: rewrite its report (the writer process) and return its summary."""
+    say(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
+    if run.writer:
+        write_report(run.path)
+    return read_json(run.file(FINISHED_MARKER))
+
+
+def load_saved_ids(run: Run) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(the tensors of ``data.pt``, ``manifest.json``) of a run being resumed, or None when it has no data.pt yet.
+
+    Every tensor whose sha256 the manifest records (``<name>_sha256``) must still have it: a resumed run trains
+    on exactly the ids it started with, or stops with one sentence.
+    """
+    if not run.file("data.pt").exists():
+        return None
+    import torch
+
+    if not run.file("manifest.json").exists():
+        raise HyperfitError(f"{run.file('data.pt')} has no manifest.json beside it; rerun with --overwrite.")
+    saved = torch.load(run.file("data.pt"))
+    manifest = read_json(run.file("manifest.json"))
+    for name, ids in saved.items():
+        recorded = manifest.get(f"{name}_sha256")
+        if recorded is not None and sha256_ids(ids) != recorded:
+            raise HyperfitError(
+                f"{run.file('data.pt')} ({name}) does not match its manifest; rerun with --overwrite."
+            )
+    return saved, manifest

@@ -1,5 +1,7 @@
 """What the palette and VQ-VAE tokenizers share: nearest-entry lookup in a codebook (colours or latents), the
-checks on pixels, codes and token grids, and the atomic writer of their .pt files (read in tokenizers.py).
+checks on pixels, codes and token grids, and the writer and reader of their .pt files.
+
+palette.py and vqvae.py import from here and nothing from tokenizers.py, which imports both: no import cycle.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import torch
 from torch import Tensor
 
 FORMAT_VERSION = 1
+TOKENIZER_CLASSES = ("PaletteTokenizer", "VQVAETokenizer")  # the class names a tokenizer file may hold
 
 
-def _match_channels(pixels: Tensor, channels: int, *, what: str) -> Tensor:
+def match_channels(pixels: Tensor, channels: int, *, what: str) -> Tensor:
     """pixels[b, c, h, w] -> pixels[b, channels, h, w]; grey (c=1) is repeated when `channels` is 3.
 
     Repeating grey is exact: a grey pixel g *is* the RGB colour (g, g, g). Anything else is refused, because
@@ -39,7 +42,7 @@ def _match_channels(pixels: Tensor, channels: int, *, what: str) -> Tensor:
     )
 
 
-def _check_codes(codes: Tensor, vocab_size: int, *, what: str) -> Tensor:
+def check_codes(codes: Tensor, vocab_size: int, *, what: str) -> Tensor:
     if codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(
             f"{what} expects integer codes but got dtype {codes.dtype}; pass a LongTensor of ids."
@@ -57,7 +60,7 @@ def _check_codes(codes: Tensor, vocab_size: int, *, what: str) -> Tensor:
     return codes.long()
 
 
-def _resolve_grid(
+def resolve_grid(
     codes: Tensor, grid: tuple[int, int] | None, default: tuple[int, int] | None
 ) -> tuple[int, int]:
     g = tuple(grid) if grid is not None else default
@@ -73,7 +76,7 @@ def _resolve_grid(
     return int(g[0]), int(g[1])
 
 
-def _squared_distances(x: Tensor, centres: Tensor, *, exact: bool, chunk: int = 8192) -> Tensor:
+def squared_distances(x: Tensor, centres: Tensor, *, exact: bool, chunk: int = 8192) -> Tensor:
     """x[n, d], centres[v, d] -> squared Euclidean distances [n, v].
 
     `exact=True` subtracts before squaring, so a point equal to a centre is at distance exactly 0; that is what
@@ -86,22 +89,43 @@ def _squared_distances(x: Tensor, centres: Tensor, *, exact: bool, chunk: int = 
     )
 
 
-def _nearest(x: Tensor, centres: Tensor, *, exact: bool = True, chunk: int = 8192) -> Tensor:
+def nearest(x: Tensor, centres: Tensor, *, exact: bool = True, chunk: int = 8192) -> Tensor:
     """x[n, d] -> LongTensor[n]: index of the nearest centre (squared Euclidean, ties to the lowest index)."""
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.long, device=x.device)
     return torch.cat(
-        [
-            _squared_distances(x[i : i + chunk], centres, exact=exact).argmin(1)
-            for i in range(0, len(x), chunk)
-        ]
+        [squared_distances(x[i : i + chunk], centres, exact=exact).argmin(1) for i in range(0, len(x), chunk)]
     )
 
 
-def _atomic_torch_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+def atomic_torch_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
     return path
+
+
+def load_state(path: str | os.PathLike[str], *, expect: str | None = None) -> dict[str, Any]:
+    """The state dict of a tokenizer file, after checking that it is one (and, with ``expect``, of that class)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no image tokenizer file at {path}; train one (fit_palette / train_vqvae) and save() it there first."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors all mean "not our file"
+        raise ValueError(
+            f"{path} is not a readable image tokenizer file ({type(err).__name__}); re-save it with tokenizer.save()."
+        ) from err
+    name = state.get("class") if isinstance(state, dict) else None
+    if name not in TOKENIZER_CLASSES:
+        raise ValueError(
+            f"{path} does not name a known image tokenizer class (found {name!r}, expected one of "
+            f"{sorted(TOKENIZER_CLASSES)}); re-save it with tokenizer.save()."
+        )
+    if expect is not None and name != expect:
+        raise ValueError(f"{path} holds a {name}, not a {expect}; load it with load_image_tokenizer().")
+    return state

@@ -1,7 +1,8 @@
 """Image sets -> pixels[n, 3, h, w] float in [0, 1] plus a manifest saying where each image came from.
 
-Offline sources: scikit-image's bundled photographs cut into patches (PAPER.md §13b), sklearn's digits, and
-a folder of PNG/JPEG files; `split_images` draws the disjoint train / held-out sets (PAPER.md §8: 2,000 images).
+Offline sources: scikit-image's bundled photographs cut into patches (the offline demo's data), sklearn's digits,
+and a folder of PNG/JPEG files; `split_images` draws the disjoint train / held-out sets (the paper hyperfits on
+2,000 random CIFAR-10 images).
 `build_image_splits` turns fit-image's data flags (also the prior's set-aside pools, or CIFAR-10) into codes
 encoded once with the prior's tokenizer, as `hyperfit.text.data.build_text_splits` does for text.
 """
@@ -20,7 +21,7 @@ from einops import rearrange, repeat
 from torch import Tensor
 
 from hyperfit.common.runs import HyperfitError, read_json, sha256_ids
-from hyperfit.image.model import describe_tokenizer
+from hyperfit.image.tokenizers import describe_tokenizer
 
 # The photographs bundled inside the scikit-image wheel (no pooch download), with the file each loader reads.
 # Left out on purpose: drawings and synthetic images (horse, logo, colorwheel, chessboard, phantom), `cat`
@@ -70,7 +71,7 @@ class ImageDataConfig:
     image_size: int | None = field(
         default=None, metadata={"help": "Resize folder / digits images to N x N; unset = keep their size."}
     )
-    n_train: int = field(default=32, metadata={"help": "Hyperfitting images (PAPER.md §13b: 32)."})
+    n_train: int = field(default=32, metadata={"help": "Hyperfitting images (the offline demo: 32)."})
     n_eval: int = field(default=64, metadata={"help": "Held-out images completed at each evaluation."})
     data_seed: int = field(default=0, metadata={"help": "Seed of the image selection."})
 

@@ -1,16 +1,18 @@
 """Image-side measures of completions: error against the truth, stripes, diversity, copying, FID/KID.
 
 The token-side measures (TTR, rep-n, copy spans) come from ``hyperfit.common.analysis`` unchanged; this module adds
-what only pixels and the token grid can say (PAPER.md §8 and §13b: the original model's greedy completions repeat
-the last context row down the image as flat stripes). Every pixel measure is taken on the completed region only,
-in [0, 1] pixel units, on images decoded from codes (so a completion equal to the truth has error 0).
-FID/KID follow torch-fidelity / clean-fid with an injectable feature extractor (REFERENCE.md §D).
+what only pixels and the token grid can say (the paper's §7.1: an original model's greedy completions repeat the
+last context row down the image as flat stripes). Every pixel measure is taken on the completed region only, in
+[0, 1] pixel units, on images decoded from codes (so a completion equal to the truth has error 0).
+FID/KID follow torch-fidelity / clean-fid: torch-fidelity's Inception with the standard FID weights when they are
+available, else any feature extractor (timm's), and the report says which.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -56,7 +58,7 @@ def _rows(codes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 def stripe_score(
     codes: torch.Tensor, *, grid: tuple[int, int], n_context: int, min_match: float = 1.0
 ) -> float:
-    """Share of completed token rows that repeat the row above (PAPER.md §13b: 85 % for the original model).
+    """Share of completed token rows that repeat the row above: the vertical stripes of an original greedy prior.
 
     A row counts as completed when all its tokens come after the first ``n_context``; it repeats the row above
     when at least ``min_match`` of its tokens equal the tokens directly above (1.0: identical rows). The first
@@ -242,6 +244,87 @@ def fid_kid(
     return {"fid": frechet_distance(fa, fb), "kid": kid, "kid_std": kid_std}
 
 
+STANDARD_FID = "standard"  # --fid_model value for the standard FID network
+STANDARD_FID_WEIGHTS = (
+    "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file in the torch hub cache
+)
+
+
+def standard_fid_extractor(
+    *, download: bool = False, device: torch.device | str = "cpu"
+) -> tuple[FeatureExtractor | None, str]:
+    """(torch-fidelity's Inception-v3 with the standard FID weights, "") or (None, why not).
+
+    The weights are read from the torch hub cache (where torch-fidelity keeps them after its first download);
+    only with ``download`` may torch-fidelity fetch them (network).
+    """
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError:
+        return None, "torch-fidelity is not installed (pip install 'hyperfit[fid]')"
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / STANDARD_FID_WEIGHTS
+    if not weights.exists() and not download:
+        return None, f"{STANDARD_FID_WEIGHTS} is not in {weights.parent} (--fid_download true fetches it)"
+    try:
+        network = (
+            FeatureExtractorInceptionV3(
+                "inception-v3-compat",
+                ["2048"],
+                feature_extractor_weights_path=str(weights) if weights.exists() else None,
+            )
+            .eval()
+            .to(device)
+        )
+    except Exception as err:  # a failed download or a damaged file: fall back, and say why
+        return None, f"torch-fidelity could not load them ({type(err).__name__}: {err})"
+
+    @torch.no_grad()
+    def extract(pixels: torch.Tensor) -> torch.Tensor:
+        # torch-fidelity takes 8-bit RGB images of any size and resizes them to 299 x 299 itself.
+        images = (pixels.to(device).float().clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)
+        return network(images)[0].cpu()
+
+    return extract, ""
+
+
+def fid_extractor(
+    fid_model: str, *, pretrained: bool, download: bool = False, device: torch.device | str = "cpu"
+) -> tuple[FeatureExtractor, dict]:
+    """The feature extractor for ``--fid_model`` and what the report says about it: ``{"extractor", "standard",
+    "note"}``. ``standard`` falls back to timm's inception_v3 when the standard weights are not available."""
+    weights = "pretrained" if pretrained else "random"
+    if fid_model == STANDARD_FID:
+        extractor, why_not = standard_fid_extractor(download=download, device=device)
+        if extractor is not None:
+            return extractor, {
+                "extractor": "torch-fidelity inception-v3-compat, the standard FID weights",
+                "standard": True,
+                "note": "These numbers compare with published FID/KID (at this image count and size).",
+            }
+        fid_model, note = (
+            "inception_v3",
+            f"The standard FID Inception weights are not available: {why_not}. These are timm inception_v3 "
+            f"features ({weights} weights) instead: compare them only within this run, not with published FID.",
+        )
+    else:
+        note = "Not the standard FID network: compare these numbers only within this run, not with published FID."
+    return timm_extractor_for(fid_model, pretrained=pretrained, device=device), {
+        "extractor": f"timm {fid_model} ({weights} weights)",
+        "standard": False,
+        "note": note,
+    }
+
+
+def timm_extractor_for(fid_model: str, *, pretrained: bool, device: torch.device | str) -> FeatureExtractor:
+    try:
+        return timm_extractor(fid_model, pretrained=pretrained, device=device)
+    except Exception as err:  # timm raises many kinds (unknown name, no weights offline)
+        raise HyperfitError(
+            f"the FID model {fid_model!r} could not be created ({type(err).__name__}: {err}); "
+            "leave --fid_model unset, or pass --fid_pretrained false for random features."
+        ) from err
+
+
 def add_fid_kid(
     columns: dict,
     completions: dict,
@@ -250,19 +333,16 @@ def add_fid_kid(
     tokenizer,
     fid_model: str,
     pretrained: bool,
+    download: bool = False,
     device: torch.device | str = "cpu",
-) -> None:
+) -> dict:
     """Add FID and KID against the decoded ``truth`` to ``columns[name]`` for each ``completions[name]``
-    (codes[b, t]), through the timm model ``fid_model``; one sentence if that model cannot be created."""
-    try:
-        extractor = timm_extractor(fid_model, pretrained=pretrained, device=device)
-    except Exception as err:  # timm raises many kinds (unknown name, no weights offline)
-        raise HyperfitError(
-            f"the FID model {fid_model!r} could not be created ({type(err).__name__}: {err}); "
-            "leave --fid_model unset, or pass --fid_pretrained false for random features."
-        ) from err
+    (codes[b, t]), the feature network on ``device``; return what the report says about the feature extractor
+    (``fid_extractor``)."""
+    extractor, about = fid_extractor(fid_model, pretrained=pretrained, download=download, device=device)
     reference = tokenizer.decode_codes(truth)
     for name, codes in completions.items():
         columns[name].update(
             fid_kid(tokenizer.decode_codes(codes), reference, extractor, subset_size=len(truth))
         )
+    return about

@@ -1,9 +1,9 @@
 """The autoregressive prior over image codes: ImageGPT's causal model with a start-of-sequence token.
 
-Follows ImageGPT (transformers' ``ImageGPTForCausalImageModeling``, REFERENCE.md §D): ids are the image codes
-0..v-1 plus one start-of-sequence (SOS) id v, the last id; ``lm_head`` has only v outputs, so SOS can never be
-predicted. A sequence is ``[SOS, c_0, ..., c_{t-1}]``, so ``n_positions = 1 + t``. The official hyperfitting code
-fed pixel tokens without SOS and generated ``max_length = 1025`` for 1,024 pixels (PAPER.md §11, bug 8);
+Follows ImageGPT (transformers' ``ImageGPTForCausalImageModeling``): ids are the image codes 0..v-1 plus one
+start-of-sequence (SOS) id v, the last id; ``lm_head`` has only v outputs, so SOS can never be predicted. A
+sequence is ``[SOS, c_0, ..., c_{t-1}]``, so ``n_positions = 1 + t``. The official hyperfitting code fed pixel
+tokens without SOS and generated ``max_length = 1025`` for 1,024 pixels (one pixel too many);
 ``encode_for_model``, ``model_block_len`` and ``complete`` are what rule both out here (tests/test_fit_image.py).
 """
 
@@ -17,6 +17,7 @@ import torch
 
 from hyperfit.common.decode import LogitsProcessor, decode
 from hyperfit.common.runs import HyperfitError, read_json
+from hyperfit.image.tokenizers import PaletteTokenizer, check_vocab, load_image_tokenizer
 
 MODEL_DIR = "model"  # inside a pretrain-image run directory
 TOKENIZER_FILE = "tokenizer.pt"
@@ -38,7 +39,7 @@ class ImageModelConfig:
 
 @dataclass
 class PriorConfig:
-    """Shape of a prior trained from scratch (PAPER.md §13b: 4 layers, width 128, ~0.84M parameters)."""
+    """Shape of a prior trained from scratch (the defaults: 4 layers, width 128, about 0.84M parameters)."""
 
     layers: int = field(default=4, metadata={"help": "Transformer blocks."})
     width: int = field(default=128, metadata={"help": "Embedding width (n_embd)."})
@@ -144,6 +145,7 @@ def complete(
     n_context: int,
     logits_processors: Sequence[LogitsProcessor] = (),
     temperature: float = 0.0,
+    warpers: Sequence[LogitsProcessor] = (),
     generator: torch.Generator | None = None,
     batch_size: int = 64,
 ) -> Completion:
@@ -151,7 +153,8 @@ def complete(
 
     The model sees ``[SOS, codes[:, :n_context]]`` and generates exactly ``t - n_context`` codes, so the
     longest input is ``t`` ids (within ``n_positions``) and the result has exactly t codes. The context is
-    copied from ``codes``, never from the model's output. Greedy unless ``temperature > 0``.
+    copied from ``codes``, never from the model's output. Greedy unless ``temperature > 0``; then ``warpers``
+    (top-k, top-p, ...) filter the tempered scores, as in ``hyperfit.common.decode.decode``.
     """
     t = codes.size(1)
     if not 1 <= n_context < t:
@@ -169,17 +172,13 @@ def complete(
             max_new_tokens=t - n_context,
             logits_processors=[suppress_ids([sos]), *logits_processors],
             temperature=temperature,
+            warpers=warpers,
             generator=generator,
         )
         new.append(out.new_ids.cpu())
         entropy.append(out.entropy.mean(1).cpu())
         top1.append(out.top1_prob.mean(1).cpu())
     return Completion(torch.cat([context.cpu(), torch.cat(new)], 1), torch.cat(entropy), torch.cat(top1))
-
-
-def describe_tokenizer(tokenizer) -> str:
-    """One line naming an image tokenizer: class, image ids and token grid (a VQ-VAE's repr is its layers)."""
-    return f"{type(tokenizer).__name__}(ids={tokenizer.vocab_size}, grid={tokenizer.grid})"
 
 
 def load_prior(name_or_path: str):
@@ -190,8 +189,6 @@ def load_prior(name_or_path: str):
     match the model's vocabulary (codes + SOS), else one sentence says so.
     """
     from transformers import ImageGPTForCausalImageModeling
-
-    from hyperfit.image.tokenizers import PaletteTokenizer, check_vocab, load_image_tokenizer
 
     path = Path(name_or_path)
     if (path / TOKENIZER_FILE).exists() or (path / MODEL_DIR).exists():

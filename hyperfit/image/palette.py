@@ -1,7 +1,7 @@
 """The ImageGPT-style colour palette tokenizer: one token per pixel, the id of the nearest of a few colours.
 
 The colours come from k-means over pixels (`fit_palette`, as ImageGPT and minGPT's image demo) or from a
-pretrained ImageGPT's colour clusters (REFERENCE.md §D). The interface it implements is in tokenizers.py.
+pretrained ImageGPT's colour clusters (its image processor's ``clusters``, 512 RGB centres in [-1, 1]). The interface it implements is in tokenizers.py.
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from torch import Tensor
 
 from hyperfit.image.codebook import (
     FORMAT_VERSION,
-    _atomic_torch_save,
-    _check_codes,
-    _match_channels,
-    _nearest,
-    _resolve_grid,
-    _squared_distances,
+    atomic_torch_save,
+    check_codes,
+    load_state,
+    match_channels,
+    nearest,
+    resolve_grid,
+    squared_distances,
 )
 
 
@@ -63,22 +64,22 @@ class PaletteTokenizer:
 
     def encode_images(self, pixels: Tensor) -> Tensor:
         """pixels[b, c, h, w] float in [0, 1] -> codes LongTensor[b, h*w], raster order (row-major)."""
-        pixels = _match_channels(pixels, self.channels, what="this palette")
+        pixels = match_channels(pixels, self.channels, what="this palette")
         b = pixels.shape[0]
         flat = rearrange(pixels.float(), "b c h w -> (b h w) c")
-        codes = _nearest(flat, self.palette.to(flat.device))
+        codes = nearest(flat, self.palette.to(flat.device))
         return rearrange(codes, "(b t) -> b t", b=b)
 
     def decode_codes(self, codes: Tensor, *, grid: tuple[int, int] | None = None) -> Tensor:
         """codes[b, h*w] (or [h*w]) -> pixels[b, c, h, w] float in [0, 1]; grid defaults to `self.grid`."""
-        codes = _check_codes(codes, self.vocab_size, what="this palette")
-        h, w = _resolve_grid(codes, grid, self.grid)
+        codes = check_codes(codes, self.vocab_size, what="this palette")
+        h, w = resolve_grid(codes, grid, self.grid)
         colours = self.palette.to(codes.device)[codes]
         return rearrange(colours, "b (h w) c -> b c h w", h=h, w=w)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a small .pt file (palette, grid, info, class name) that `load_image_tokenizer` reads back."""
-        return _atomic_torch_save(
+        return atomic_torch_save(
             {
                 "class": type(self).__name__,
                 "format_version": FORMAT_VERSION,
@@ -91,10 +92,7 @@ class PaletteTokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PaletteTokenizer:
-        # tokenizers.py imports this module and holds the class registry that _load_state checks names against
-        from hyperfit.image.tokenizers import _load_state
-
-        state = _load_state(path, expect=cls.__name__)
+        state = load_state(path, expect=cls.__name__)
         return cls(state["palette"], grid=state["grid"], info=state.get("info"))
 
     @classmethod
@@ -169,7 +167,7 @@ def fit_palette(
             d2 = torch.minimum(d2, (x - centres[k]).pow(2).sum(1))
 
     for _ in range(iters):
-        d = _squared_distances(x, centres, exact=False)
+        d = squared_distances(x, centres, exact=False)
         assign = d.argmin(1)
         counts = torch.bincount(assign, minlength=n_colors)
         sums = torch.zeros_like(centres).index_add_(0, assign, x)
@@ -183,7 +181,7 @@ def fit_palette(
             break
         centres = new
 
-    inertia = float(_squared_distances(x, centres, exact=False).min(1).values.clamp(min=0).mean())
+    inertia = float(squared_distances(x, centres, exact=False).min(1).values.clamp(min=0).mean())
     info = {
         "source": "fit_palette",
         "n_colors": n_colors,

@@ -1,9 +1,11 @@
-"""Image tokenizers: pixels[b, c, h, w] <-> codes[b, t], the only place pixels become ids (STYLE rule 2).
+"""Image tokenizers: pixels[b, c, h, w] <-> codes[b, t], the only place pixels become ids; between the edges
+the trainer, decoding and analysis see ids only.
 
-Two implementations of one small interface: an ImageGPT-style k-means colour palette (one token per pixel,
-REFERENCE.md §D; palette.py) and a small VQ-VAE (van den Oord et al. 2017, EMA codebook as in
-lucidrains/vector-quantize-pytorch; vqvae.py). This module holds the interface, reads saved tokenizer files back
-and checks a tokenizer against a model's vocabulary; import every tokenizer name from here.
+Two implementations of one small interface: an ImageGPT-style k-means colour palette (one token per pixel, as
+ImageGPT's 512 colour clusters; palette.py) and a small VQ-VAE (van den Oord et al. 2017, EMA codebook as in
+lucidrains/vector-quantize-pytorch; vqvae.py). This module holds the interface, reads saved tokenizer files back,
+describes a tokenizer in one line and checks it against a model's vocabulary; import every tokenizer name from
+here.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
+from hyperfit.image.codebook import load_state
 from hyperfit.image.palette import PaletteTokenizer, fit_palette
 from hyperfit.image.vqvae import VQVAETokenizer, train_vqvae
 
@@ -23,6 +25,7 @@ __all__ = [
     "PaletteTokenizer",
     "VQVAETokenizer",
     "check_vocab",
+    "describe_tokenizer",
     "fit_palette",
     "load_image_tokenizer",
     "train_vqvae",
@@ -57,33 +60,15 @@ class ImageTokenizer(Protocol):
 _CLASSES: dict[str, Any] = {"PaletteTokenizer": PaletteTokenizer, "VQVAETokenizer": VQVAETokenizer}
 
 
-def _load_state(path: str | os.PathLike[str], *, expect: str | None = None) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no image tokenizer file at {path}; train one (fit_palette / train_vqvae) and save() it there first."
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors all mean "not our file"
-        raise ValueError(
-            f"{path} is not a readable image tokenizer file ({type(err).__name__}); re-save it with tokenizer.save()."
-        ) from err
-    name = state.get("class") if isinstance(state, dict) else None
-    if name not in _CLASSES:
-        raise ValueError(
-            f"{path} does not name a known image tokenizer class (found {name!r}, expected one of {sorted(_CLASSES)}); "
-            "re-save it with tokenizer.save()."
-        )
-    if expect is not None and name != expect:
-        raise ValueError(f"{path} holds a {name}, not a {expect}; load it with load_image_tokenizer().")
-    return state
-
-
 def load_image_tokenizer(path: str | os.PathLike[str]) -> PaletteTokenizer | VQVAETokenizer:
     """Read a file written by `PaletteTokenizer.save` or `VQVAETokenizer.save`, dispatching on its class name."""
-    name = _load_state(path)["class"]
+    name = load_state(path)["class"]
     return _CLASSES[name].load(path)
+
+
+def describe_tokenizer(tokenizer: ImageTokenizer) -> str:
+    """One line naming an image tokenizer: class, image ids and token grid (a VQ-VAE's repr is its layers)."""
+    return f"{type(tokenizer).__name__}(ids={tokenizer.vocab_size}, grid={tokenizer.grid})"
 
 
 def check_vocab(tokenizer: ImageTokenizer, model_vocab_size: int, *, extra_tokens: int = 1) -> None:

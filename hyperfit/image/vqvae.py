@@ -20,11 +20,12 @@ from torch import Tensor, nn
 
 from hyperfit.image.codebook import (
     FORMAT_VERSION,
-    _atomic_torch_save,
-    _check_codes,
-    _match_channels,
-    _nearest,
-    _resolve_grid,
+    atomic_torch_save,
+    check_codes,
+    load_state,
+    match_channels,
+    nearest,
+    resolve_grid,
 )
 
 
@@ -100,7 +101,7 @@ class VQVAETokenizer(nn.Module):
 
     def encode_latents(self, pixels: Tensor) -> Tensor:
         """pixels[b, c, h, w] in [0, 1] -> continuous latents[b, d, h/s, w/s] (before quantisation)."""
-        pixels = _match_channels(pixels, self.config["channels"], what="this VQ-VAE")
+        pixels = match_channels(pixels, self.config["channels"], what="this VQ-VAE")
         s = self.config["downsample"]
         if pixels.shape[2] % s or pixels.shape[3] % s:
             raise ValueError(
@@ -114,14 +115,14 @@ class VQVAETokenizer(nn.Module):
         b, _, gh, gw = latents.shape
         flat = rearrange(latents, "b d h w -> (b h w) d")
         # matmul distances (fast); a near-tie rounded either way still yields a codebook row and its id
-        codes = _nearest(flat.detach(), self.codebook, exact=False)
+        codes = nearest(flat.detach(), self.codebook, exact=False)
         quantized = rearrange(self.codebook[codes], "(b h w) d -> b d h w", b=b, h=gh, w=gw)
         return quantized, rearrange(codes, "(b t) -> b t", b=b)
 
     def lookup(self, codes: Tensor, *, grid: tuple[int, int] | None = None) -> Tensor:
         """codes[b, g_h*g_w] -> quantised latents[b, d, g_h, g_w] (codebook rows); grid defaults to `self.grid`."""
-        codes = _check_codes(codes, self.vocab_size, what="this codebook")
-        gh, gw = _resolve_grid(codes, grid, self.grid)
+        codes = check_codes(codes, self.vocab_size, what="this codebook")
+        gh, gw = resolve_grid(codes, grid, self.grid)
         return rearrange(self.codebook[codes], "b (h w) d -> b d h w", h=gh, w=gw)
 
     def decode_latents(self, quantized: Tensor) -> Tensor:
@@ -153,7 +154,7 @@ class VQVAETokenizer(nn.Module):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write config + weights + codebook (.pt, with the class name) for `load_image_tokenizer`."""
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        return _atomic_torch_save(
+        return atomic_torch_save(
             {
                 "class": type(self).__name__,
                 "format_version": FORMAT_VERSION,
@@ -166,10 +167,7 @@ class VQVAETokenizer(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> VQVAETokenizer:
-        # tokenizers.py imports this module and holds the class registry that _load_state checks names against
-        from hyperfit.image.tokenizers import _load_state
-
-        state = _load_state(path, expect=cls.__name__)
+        state = load_state(path, expect=cls.__name__)
         cfg = dict(state["config"])
         cfg["image_size"] = tuple(cfg["image_size"])
         model = cls(**cfg)

@@ -110,8 +110,7 @@ def claim(
     }
 
 
-def main(configs: tuple) -> dict:
-    (cfg,) = configs
+def main(cfg: AnalyzeConfig) -> dict:
     started = time.perf_counter()
     check_run(Path(cfg.hyperfitted))
     run_cfg = read_json(Path(cfg.hyperfitted) / "config.json")
@@ -478,7 +477,7 @@ def write_analyze_report(out: Path, summary: dict, claims: list[list[str]]) -> P
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_recipe(main, (AnalyzeConfig,), argv, prog="hyperfit analyze")
+    return run_recipe(main, AnalyzeConfig, argv, prog="hyperfit analyze")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Models are named ``NAME=SPEC`` where SPEC is a hub name, a local directory, a .gguf file, the offline default, or a
 finished fit-text run directory (its saved ``model/``). Prompts come from a run's held-out split or a
 ``--prompts file.jsonl`` (one ``{"text": ...}`` per line: the first ``--prompt_tokens`` tokens are the prompt,
-the rest the human reference). Writes generations, the metrics table and a report into ``--out``.
+the rest the human reference). Writes generations, the metrics table and a report into ``--out``;
+``main(EvalTextConfig)``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import torch
 
 from hyperfit.common.analysis import dataset_bleu, ttr_by_position
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
-from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
+from hyperfit.common.config import EvalConfig, RunConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
-from hyperfit.common.report import write_report
+from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, write_json
 from hyperfit.common.stats import mean_ci
 from hyperfit.text.data import read_text_file, vocab_fingerprint
@@ -33,10 +34,11 @@ from hyperfit.text.model import (
     resolve_model,
     word_start_ids,
 )
+from hyperfit.text.report import eval_report
 
 
 @dataclass
-class EvalTextConfig:
+class EvalInputsConfig:
     """Which models, prompts and training data (for the blocker and copy analysis) to evaluate."""
 
     models: str = field(
@@ -58,6 +60,19 @@ class EvalTextConfig:
     )
     eval_seed: int = field(default=0, metadata={"help": "Seed of the sampling strategies."})
     precision: str = field(default="bf16", metadata={"help": "bf16 (autocast) or fp32 evaluation."})
+
+
+@dataclass
+class EvalTextConfig:
+    """Everything ``hyperfit eval`` takes; on the command line the fields' own flags (``--models``, ``--out``)."""
+
+    inputs: EvalInputsConfig = field(
+        default_factory=EvalInputsConfig, metadata={"help": "Models and prompts."}
+    )
+    eval: EvalConfig = field(
+        default_factory=EvalConfig, metadata={"help": "Decoding strategies and lengths."}
+    )
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The output directory."})
 
 
 def parse_models(spec: str) -> dict[str, str]:
@@ -170,116 +185,86 @@ def score_prefixes(
     return table
 
 
-def main(configs: tuple) -> dict:
-    cfg, eval_cfg, run_cfg = configs
-    started = time.perf_counter()
-    specs = parse_models(cfg.models)
-    lengths = parse_lengths(cfg.lengths, max_new_tokens=eval_cfg.max_new_tokens)
-    if cfg.prompts is not None and not Path(cfg.prompts).is_file():
+def check_inputs(inputs: EvalInputsConfig, specs: dict[str, str]) -> None:
+    """The prompts file, every model and --train_from exist, each refusal one sentence."""
+    if inputs.prompts is not None and not Path(inputs.prompts).is_file():
         raise HyperfitError(
-            f"prompts file {cfg.prompts} does not exist; pass a JSONL file of {{'text': ...}} lines."
+            f"prompts file {inputs.prompts} does not exist; pass a JSONL file of {{'text': ...}} lines."
         )
     for spec in specs.values():
         if not is_run_dir(spec):
-            resolve_model(ModelConfig(model=spec))  # a missing path stops here, before --out is touched
-    if cfg.train_from is not None and not is_run_dir(cfg.train_from):
+            resolve_model(ModelConfig(model=spec))  # a missing path stops here
+    if inputs.train_from is not None and not is_run_dir(inputs.train_from):
         raise HyperfitError(
-            f"--train_from {cfg.train_from} is not a fit-text run directory (no manifest.json and data.pt); "
+            f"--train_from {inputs.train_from} is not a fit-text run directory (no manifest.json and data.pt); "
             "pass the --out of a fit-text run."
         )
-    run = Run.open(run_cfg.out, overwrite=run_cfg.overwrite, resume=False, command="eval", resumable=False)
+
+
+def load_models(specs: dict[str, str], *, positions: int) -> tuple[dict[str, torch.nn.Module], object]:
+    """({name: model}, the shared tokenizer); models of another tokenizer, or with fewer than ``positions``
+    positions (prompt + generated tokens), are refused."""
     loaded = {name: load_model(spec) for name, spec in specs.items()}
     first_name, (_, tokenizer, _) = next(iter(loaded.items()))
-    for name, (_, other, _) in loaded.items():
+    for name, (model, other, description) in loaded.items():
         if other.get_vocab() != tokenizer.get_vocab():
             raise HyperfitError(
                 f"model {name!r} uses another tokenizer than {first_name!r}; compare only checkpoints of one "
                 "model family (same tokenizer), or evaluate them in separate runs."
             )
-    run_dirs = [spec for spec in specs.values() if is_run_dir(spec)]
-    train_from = cfg.train_from or (run_dirs[0] if run_dirs else None)
-    if train_from:
-        check_same_tokenizer(train_from, tokenizer, first_name)
-    for name, (model, _, description) in loaded.items():
         check_positions(
             model,
-            lengths={"--prompt_tokens + --max_new_tokens": eval_cfg.prompt_tokens + eval_cfg.max_new_tokens},
+            lengths={"--prompt_tokens + --max_new_tokens": positions},
             description=f"model {name!r} ({description})",
         )
-    train_ids = torch.load(Path(train_from) / "data.pt")["train_ids"] if train_from else None
-    eval_blocks, skipped = None, 0
-    if cfg.prompts:
+    return {name: model.eval() for name, (model, _, _) in loaded.items()}, tokenizer
+
+
+def load_prompts(cfg: EvalTextConfig, tokenizer, run_dirs: list[str]):
+    """(prompts[n, p], human references, held-out blocks or None, texts skipped) from --prompts or a run."""
+    if cfg.inputs.prompts:
         prompts, references, skipped = read_prompt_file(
-            Path(cfg.prompts), tokenizer, prompt_tokens=eval_cfg.prompt_tokens
+            Path(cfg.inputs.prompts), tokenizer, prompt_tokens=cfg.eval.prompt_tokens
         )
-    elif run_dirs:
-        eval_blocks = torch.load(Path(run_dirs[0]) / "data.pt")["eval_ids"]
-        prompts = eval_blocks[:, : eval_cfg.prompt_tokens]
-        references = tokenizer.batch_decode(
-            eval_blocks[:, eval_cfg.prompt_tokens :], skip_special_tokens=True
-        )
-    else:
+        if skipped:
+            print(
+                f"skipped {skipped} texts shorter than {cfg.eval.prompt_tokens + 1} tokens in {cfg.inputs.prompts}"
+            )
+        return prompts, references, None, skipped
+    if not run_dirs:
         raise HyperfitError(
             "no prompts: pass --prompts file.jsonl or name a fit-text run directory in --models."
         )
-    if skipped:
-        print(f"skipped {skipped} texts shorter than {eval_cfg.prompt_tokens + 1} tokens in {cfg.prompts}")
-    strategies = eval_cfg.strategy_names()
-    if ("greedy_blocked" in strategies) and train_ids is None:
-        raise HyperfitError(
-            "greedy_blocked needs training ids; pass --train_from RUN_DIR or drop it from --strategies."
-        )
-    models = {name: model.eval() for name, (model, _, _) in loaded.items()}
-    last = list(models)[-1]
-    target_entropy = None
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    for model in models.values():
-        model.to(device)
-    with torch.no_grad(), autocast:
-        sharpness = {}
-        if eval_blocks is not None:
-            stats = {
-                name: collect_token_stats(m, eval_blocks, batch_size=eval_cfg.eval_batch_size)
-                for name, m in models.items()
-            }
-            target_entropy = float(stats[last]["entropy"].mean())
-            sharpness = {
-                f"{first_name}_vs_{name}": compare_sharpness(stats[first_name], stats[name])
-                for name in list(models)[1:]
-            }
-        elif "entropy_matched" in strategies:
-            raise HyperfitError(
-                "entropy_matched needs held-out blocks; name a fit-text run directory in --models."
-            )
-        table, generations = decoding_table(
-            models,
-            prompts,
-            strategies,
-            max_new_tokens=eval_cfg.max_new_tokens,
-            min_new_tokens=eval_cfg.min_new_tokens,
-            train_ids=train_ids,
-            eval_blocks=eval_blocks,
-            target_entropy=target_entropy,
-            eos_id=eos_ids(models[first_name], tokenizer),
-            batch_size=eval_cfg.eval_batch_size,
-            seed=cfg.eval_seed,
-            ttr_window=eval_cfg.ttr_window,
-            word_start_ids=word_start_ids(tokenizer) if eval_cfg.word_finish else None,
-            blocker_n=eval_cfg.blocker_n,
-            blocker_include_prompt=eval_cfg.blocker_include_prompt,
-        )
+    eval_blocks = torch.load(Path(run_dirs[0]) / "data.pt")["eval_ids"]
+    references = tokenizer.batch_decode(eval_blocks[:, cfg.eval.prompt_tokens :], skip_special_tokens=True)
+    return eval_blocks[:, : cfg.eval.prompt_tokens], references, eval_blocks, 0
+
+
+def score_texts(
+    run: Run,
+    generations: dict,
+    table: dict,
+    tokenizer,
+    prompts,
+    references,
+    train_ids,
+    *,
+    cfg: EvalTextConfig,
+) -> dict[str, dict[str, dict]]:
+    """Decode every model × strategy's continuations, add the text measures to ``table`` (word TTR / rep-4 /
+    diversity; Dataset BLEU against the training ids), write the generation files, and return the TTR of a
+    sliding window by position (``{model: {strategy: curve}}``) when more tokens than the window were generated."""
     prompt_texts = tokenizer.batch_decode(prompts, skip_special_tokens=True)
     by_position: dict[str, dict[str, dict]] = {}
     for (model_name, strategy), sequences in generations.items():
         texts = tokenizer.batch_decode(sequences, skip_special_tokens=True)
-        table[model_name][strategy].update(word_metrics(texts, ttr_window=eval_cfg.ttr_window))
+        table[model_name][strategy].update(word_metrics(texts, ttr_window=cfg.eval.ttr_window))
         if train_ids is not None:  # paper Table 2: closeness to the training set, per continuation
             bleu = dataset_bleu(sequences, train_ids.tolist())
             table[model_name][strategy]["dataset_bleu"] = sum(bleu) / len(bleu)
             table[model_name][strategy]["dataset_bleu_ci"] = list(mean_ci(bleu))
-        if eval_cfg.max_new_tokens > eval_cfg.ttr_window:  # appendix Fig. 9: TTR of a sliding window
-            curve = ttr_by_position(sequences, window=eval_cfg.ttr_window)
+        if cfg.eval.max_new_tokens > cfg.eval.ttr_window:  # appendix Fig. 9: TTR of a sliding window
+            curve = ttr_by_position(sequences, window=cfg.eval.ttr_window)
             by_position.setdefault(model_name, {})[strategy] = {
                 k: curve[k] for k in ("position", "mean", "n")
             }
@@ -289,36 +274,96 @@ def main(configs: tuple) -> dict:
             for i, (p, t, r, s) in enumerate(zip(prompt_texts, texts, references, sequences, strict=True))
         ]
         run.write_jsonl(f"generations/decoding/{model_name}_{strategy}.jsonl", records)
+    return by_position
+
+
+def main(cfg: EvalTextConfig) -> dict:
+    started = time.perf_counter()
+    specs = parse_models(cfg.inputs.models)
+    lengths = parse_lengths(cfg.inputs.lengths, max_new_tokens=cfg.eval.max_new_tokens)
+    strategies = cfg.eval.strategy_names()
+    check_inputs(cfg.inputs, specs)  # before --out is touched
+    run = Run.open(cfg.run.out, overwrite=cfg.run.overwrite, resume=False, command="eval", resumable=False)
+    models, tokenizer = load_models(specs, positions=cfg.eval.prompt_tokens + cfg.eval.max_new_tokens)
+    run_dirs = [spec for spec in specs.values() if is_run_dir(spec)]
+    train_from = cfg.inputs.train_from or (run_dirs[0] if run_dirs else None)
+    if train_from:
+        check_same_tokenizer(train_from, tokenizer, next(iter(models)))
+    train_ids = torch.load(Path(train_from) / "data.pt")["train_ids"] if train_from else None
+    prompts, references, eval_blocks, skipped = load_prompts(cfg, tokenizer, run_dirs)
+    if "greedy_blocked" in strategies and train_ids is None:
+        raise HyperfitError(
+            "greedy_blocked needs training ids; pass --train_from RUN_DIR or drop it from --strategies."
+        )
+    if "entropy_matched" in strategies and eval_blocks is None:
+        raise HyperfitError(
+            "entropy_matched needs held-out blocks; name a fit-text run directory in --models."
+        )
+    first, last = list(models)[0], list(models)[-1]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.inputs.precision == "bf16")
+    for model in models.values():
+        model.to(device)
+    with torch.no_grad(), autocast:
+        sharpness, target_entropy = {}, None
+        if eval_blocks is not None:
+            batch = cfg.eval.eval_batch_size
+            stats = {
+                name: collect_token_stats(m, eval_blocks, batch_size=batch) for name, m in models.items()
+            }
+            target_entropy = float(stats[last]["entropy"].mean())
+            sharpness = {
+                f"{first}_vs_{name}": compare_sharpness(stats[first], stats[name])
+                for name in list(models)[1:]
+            }
+        table, generations = decoding_table(
+            models,
+            prompts,
+            strategies,
+            max_new_tokens=cfg.eval.max_new_tokens,
+            min_new_tokens=cfg.eval.min_new_tokens,
+            train_ids=train_ids,
+            eval_blocks=eval_blocks,
+            target_entropy=target_entropy,
+            eos_id=eos_ids(models[first], tokenizer),
+            batch_size=cfg.eval.eval_batch_size,
+            seed=cfg.inputs.eval_seed,
+            ttr_window=cfg.eval.ttr_window,
+            word_start_ids=word_start_ids(tokenizer) if cfg.eval.word_finish else None,
+            blocker_n=cfg.eval.blocker_n,
+            blocker_include_prompt=cfg.eval.blocker_include_prompt,
+        )
+    by_position = score_texts(run, generations, table, tokenizer, prompts, references, train_ids, cfg=cfg)
     summary = {
         "modality": "text",
         "kind": "eval",
         "models": specs,
-        "prompts": cfg.prompts or f"held-out of {run_dirs[0]}",
+        "prompts": cfg.inputs.prompts or f"held-out of {run_dirs[0]}",
         "n_prompts": int(prompts.size(0)),
         "prompts_skipped": skipped,
         "train_from": train_from,
-        "max_new_tokens": eval_cfg.max_new_tokens,
+        "max_new_tokens": cfg.eval.max_new_tokens,
         "decoding": table,
         "decoding_by_length": score_prefixes(
-            generations, lengths, train_ids=train_ids, ttr_window=eval_cfg.ttr_window
+            generations, lengths, train_ids=train_ids, ttr_window=cfg.eval.ttr_window
         ),
         "ttr_by_position": by_position,
-        "samples_shown": eval_cfg.samples_shown,
+        "samples_shown": cfg.eval.samples_shown,
         "wall_seconds": time.perf_counter() - started,
     }
     if len(sharpness) == 1:
         summary["sharpness"] = next(iter(sharpness.values()))
     elif sharpness:
         summary["sharpness_pairs"] = sharpness
-    run.write_config({**vars(cfg), **vars(eval_cfg)})
-    write_report(run.path, summary=summary)
+    run.write_config(config_dict(cfg))
+    write_report_files(eval_report(run.path, summary), run.path)
     write_json(run.file("summary.json"), summary)
     print(f"report: {run.path / 'report.html'}")
     return summary
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_recipe(main, (EvalTextConfig, EvalConfig, RunConfig), argv, prog="hyperfit eval")
+    return run_recipe(main, EvalTextConfig, argv, prog="hyperfit eval")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Hyperfit an autoregressive image prior on a few images and compare completions before and after (paper §7.1).
 
 Reads top to bottom like fit_text.py: config → Accelerator and seed → run directory → prior → data → train
-(evaluating before, during and after) → save → summary, grid and report. ``accelerate launch
-scripts/fit_image.py`` runs the ``cpu-demo`` preset (PAPER.md §13b) unless another ``--preset`` is named; it
-needs the prior that ``hyperfit pretrain-image`` builds once. Held-out images are completed greedily from their
-first 25 % of tokens (the paper's setting).
+(evaluating before, during and after) → save → complete with every decoding → summary, grid and report.
+``main(FitImageConfig)``; ``accelerate launch scripts/fit_image.py`` runs the ``cpu-demo`` preset unless another
+``--preset`` is named, on the prior that ``hyperfit pretrain-image`` builds once. Held-out images are completed
+from their first 25 % of tokens (the paper's setting: 256 of ImageGPT's 1,024 pixel tokens).
 """
 
 from __future__ import annotations
@@ -15,24 +15,25 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import set_seed
-from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from hyperfit.common.blocker import CitationBlocker
+from hyperfit.common.compare import STRATEGIES
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.layers import finish_trainable, prepare_trainable
-from hyperfit.common.report import write_report
+from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import (
     MAY_CHANGE_ON_RESUME,
     HyperfitError,
     Run,
     fingerprint_files,
-    read_json,
+    finished_summary,
+    load_saved_ids,
     read_jsonl,
-    sha256_ids,
     write_json,
 )
 from hyperfit.common.shard import every_rank_evaluates, save_full_model
+from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
 from hyperfit.image.metrics import add_fid_kid, completion_report
@@ -41,13 +42,16 @@ from hyperfit.image.model import (
     TOKENIZER_FILE,
     ImageModelConfig,
     complete,
-    describe_tokenizer,
     encode_for_model,
     load_prior,
     model_block_len,
     sos_id,
 )
 from hyperfit.image.render import save_codes_grid
+from hyperfit.image.report import fit_report
+from hyperfit.image.tokenizers import describe_tokenizer
+
+SAMPLED = [name for name, s in STRATEGIES.items() if s.temperature and not s.repetition_penalty]
 
 
 @dataclass
@@ -60,11 +64,13 @@ class ImageEvalConfig:
     eval_batch_size: int = field(default=64, metadata={"help": "Images per forward pass in evaluation."})
     grid_rows: int = field(default=16, metadata={"help": "Held-out images shown in the grids (rows)."})
     grid_scale: int = field(default=6, metadata={"help": "Pixels per image pixel in the grid PNGs."})
-    temperature: float = field(
-        default=0.7, metadata={"help": "Sampled column: temperature (paper's Top-P baseline: 0.7)."}
+    sampling: str = field(
+        default="top_p",
+        metadata={
+            "help": "Sampled column of the original prior: a sampling strategy of the shared table (top_p = the "
+            "paper's baseline, temperature 0.7, top-k 50, top-p 0.9; min_p; typical)."
+        },
     )
-    top_k: int = field(default=50, metadata={"help": "Sampled column: top-k (paper: 50)."})
-    top_p: float = field(default=0.9, metadata={"help": "Sampled column: top-p (paper: 0.9)."})
     blocker_n: int = field(
         default=5,
         metadata={"help": "Citation blocker: forbid every training n-gram of image codes (paper: 5)."},
@@ -74,10 +80,17 @@ class ImageEvalConfig:
     )
     fid_model: str | None = field(
         default=None,
-        metadata={"help": "timm model for FID/KID of every decoding (e.g. inception_v3); unset = none."},
+        metadata={
+            "help": "FID/KID of every decoding: 'standard' (torch-fidelity's Inception with the standard FID "
+            "weights, else timm inception_v3, said in the report) or a timm model name; unset = none."
+        },
     )
     fid_pretrained: bool = field(
         default=True, metadata={"help": "Use the timm model's pretrained weights (cache or network)."}
+    )
+    fid_download: bool = field(
+        default=False,
+        metadata={"help": "Let torch-fidelity download the standard FID weights (network) if not cached."},
     )
 
     def __post_init__(self) -> None:
@@ -85,12 +98,31 @@ class ImageEvalConfig:
             raise HyperfitError(
                 f"context_fraction {self.context_fraction} must lie in (0, 1); the paper uses 0.25."
             )
+        if self.sampling not in SAMPLED:
+            raise HyperfitError(
+                f"--sampling {self.sampling!r} is not a sampling strategy; use one of {SAMPLED}."
+            )
 
 
-CONFIGS = (ImageModelConfig, ImageDataConfig, TrainConfig, ImageEvalConfig, RunConfig)
+@dataclass
+class FitImageConfig:
+    """Everything ``hyperfit fit-image`` takes; on the command line the fields' own flags (``--lr``, ``--out``)."""
+
+    model: ImageModelConfig = field(
+        default_factory=ImageModelConfig, metadata={"help": "The prior to hyperfit."}
+    )
+    data: ImageDataConfig = field(
+        default_factory=ImageDataConfig, metadata={"help": "Training, held-out images."}
+    )
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "How to hyperfit."})
+    eval: ImageEvalConfig = field(
+        default_factory=ImageEvalConfig, metadata={"help": "What evaluations measure."}
+    )
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The run directory."})
+
 
 PRESETS = {
-    # The paper's setting (PAPER.md §8) for a GPU with network: ImageGPT-Large, 2,000 CIFAR-10 images.
+    # The paper's setting for a GPU with network: ImageGPT-Large, 2,000 random CIFAR-10 images.
     "paper": dict(
         prior="openai/imagegpt-large",
         data="cifar10",
@@ -107,7 +139,7 @@ PRESETS = {
     ),
     # The same, named after its model: ImageGPT-Large (1.36B parameters) on 2,000 CIFAR-10 images, one GPU.
     "paper-imagegpt": {},
-    # The offline default on 2 CPU cores (PAPER.md §13b): the pretrain-image prior on 32 held-in patches.
+    # The offline default on 2 CPU cores: the pretrain-image prior on 32 patches of its hyperfitting pool.
     "cpu-demo": dict(
         prior=DEFAULT_PRIOR,
         data="prior",
@@ -126,178 +158,85 @@ PRESETS = {
 PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
 # Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
-REPORT_ONLY = {
-    "grid_rows",
-    "grid_scale",
-    "copy_mse",
-    "fid_model",
-    "fid_pretrained",
-}
+SAMPLED = "generations/original_sampled.jsonl"  # the original prior's sampled completions
+REPORT_ONLY = {"grid_rows", "grid_scale", "copy_mse", "fid_model", "fid_pretrained", "fid_download"}
 
 
-def sampling_processors(eval_cfg: ImageEvalConfig) -> list:
-    """The paper's Top-P baseline as processors in ``generate``'s order: temperature, then top-k, then top-p."""
-    return [
-        TemperatureLogitsWarper(eval_cfg.temperature),
-        TopKLogitsWarper(eval_cfg.top_k),
-        TopPLogitsWarper(eval_cfg.top_p),
-    ]
+def write_report(run_dir, summary: dict | None = None):
+    return write_report_files(fit_report(run_dir, summary), run_dir)
 
 
-def main(configs: tuple) -> dict:
-    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
-    accelerator = build_accelerator(train_cfg)
-    set_seed(train_cfg.seed)
-    prior = Path(model_cfg.prior)
+def main(cfg: FitImageConfig) -> dict:
+    accelerator = build_accelerator(cfg.train)
+    set_seed(cfg.train.seed)
+    prior = Path(cfg.model.prior)
     recorded = {
-        **config_dict(*configs),
+        **config_dict(cfg),
         "prior_fingerprint": f"files:{fingerprint_files(prior)}" if prior.exists() else f"hub:{prior}",
         "num_processes": accelerator.num_processes,
     }
     run = Run.open(
-        run_cfg.out,
-        overwrite=run_cfg.overwrite,
-        resume=run_cfg.resume,
+        cfg.run.out,
+        overwrite=cfg.run.overwrite,
+        resume=cfg.run.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
         command="fit-image",
         config=recorded,
-        allow_changes=run_cfg.allow_changes,
+        allow_changes=cfg.run.allow_changes,
         may_change=MAY_CHANGE_ON_RESUME | REPORT_ONLY,
     )
     if run.is_finished:
-        accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
-        write_report(run.path)
-        return read_json(run.file("summary.json"))
+        return finished_summary(run, write_report=write_report, say=accelerator.print)
 
     # Prior, then images encoded once with its tokenizer (a resumed run reloads the exact saved codes).
-    model, tokenizer, model_description = load_prior(model_cfg.prior)
-    if run_cfg.resume and run.file("data.pt").exists():
-        saved = torch.load(run.file("data.pt"))
-        manifest = read_json(run.file("manifest.json"))
-        if sha256_ids(saved["train_codes"]) != manifest["train_codes_sha256"]:
-            raise HyperfitError(f"{run.file('data.pt')} does not match its manifest; rerun with --overwrite.")
-        splits = ImageSplits(saved["train_codes"], saved["eval_codes"], manifest)
-    else:
-        splits = build_image_splits(data_cfg, tokenizer, prior=model_cfg.prior)
-        if accelerator.is_main_process:
-            save_splits(splits, run.path)
-            tokenizer.save(run.file(TOKENIZER_FILE))
-            run.write_json("manifest.json", splits.manifest)
-            run.write_config({**recorded, "model_description": model_description})
-    n_tokens = splits.eval_codes.size(1)
-    n_context = round(eval_cfg.context_fraction * n_tokens)
-    block_len = model_block_len(model, n_tokens)  # 1 + t: SOS, then every code
-    sos = sos_id(model)
-    train_ids = encode_for_model(splits.train_codes, sos=sos)[:, :block_len]
-    eval_ids = encode_for_model(splits.eval_codes, sos=sos)[:, :block_len]
-    shown = slice(0, eval_cfg.grid_rows)
+    model, tokenizer, model_description = load_prior(cfg.model.prior)
+    recorded["model_description"] = model_description
+    splits = image_splits(cfg, run, tokenizer, recorded=recorded, accelerator=accelerator)
+    start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=recorded)
+    n_context = round(cfg.eval.context_fraction * splits.eval_codes.size(1))
+    block_len = model_block_len(model, splits.eval_codes.size(1))  # 1 + t: SOS, then every code
+    train_ids = encode_for_model(splits.train_codes, sos=sos_id(model))[:, :block_len]
+    eval_ids = encode_for_model(splits.eval_codes, sos=sos_id(model))[:, :block_len]
     # Decided once, before any process could write the file: a sharded model needs every process to sample.
-    sample_original = not run.file("generations/original_sampled.jsonl").exists()
+    sample_original = not run.file(SAMPLED).exists()
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        if epoch == 0 and sample_original:
-            # The sampled column needs the original weights: drawn at the evaluation before the first update.
-            sampled = complete(
-                model,
-                splits.eval_codes,
-                n_context=n_context,
-                logits_processors=sampling_processors(eval_cfg),
-                temperature=1.0,  # the temperature is the first processor, as in generate
-                generator=torch.Generator(accelerator.device).manual_seed(train_cfg.seed),
-                batch_size=eval_cfg.eval_batch_size,
-            )
-            _write_codes(run, "generations/original_sampled.jsonl", sampled.codes)
-        greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=eval_cfg.eval_batch_size)
-        held_out = teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)
-        image = completion_report(
-            greedy.codes,
-            splits.eval_codes,
-            tokenizer=tokenizer,
-            n_context=n_context,
-            train_codes=splits.train_codes,
-            copy_mse=eval_cfg.copy_mse,
+        if epoch == 0 and sample_original:  # the sampled column needs the original weights: before any update
+            write_codes(run, SAMPLED, sample(model, splits, cfg=cfg, n_context=n_context))
+        metrics, codes = evaluate_images(
+            model, splits, eval_ids, tokenizer=tokenizer, n_context=n_context, cfg=cfg
         )
-        _write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", greedy.codes)
-        columns = {"context": splits.eval_codes[shown], f"epoch {epoch}": greedy.codes[shown]}
-        columns["truth"] = splits.eval_codes[shown]
+        write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", codes)
         if accelerator.is_main_process:  # a sharded model is evaluated by every process; one writes
-            save_codes_grid(
-                run.file(f"grids/epoch_{epoch:03d}.png"),
-                columns,
-                tokenizer,
-                n_context=n_context,
-                scale=eval_cfg.grid_scale,
+            columns = {"context": splits.eval_codes, f"epoch {epoch}": codes, "truth": splits.eval_codes}
+            save_grid_of(
+                run.file(f"grids/epoch_{epoch:03d}.png"), columns, tokenizer, n_context=n_context, cfg=cfg
             )
         accelerator.print(
-            f"epoch {epoch}: token TTR {image['ttr']:.3f}, stripes {image['stripe_score']:.2f}, "
-            f"held-out loss {held_out['loss']:.3f}, entropy {held_out['entropy']:.3f}, "
-            f"top-1 {held_out['top1_prob']:.3f}, nearest-training MSE {image['nn_distance']:.4f}"
+            f"epoch {epoch}: token TTR {metrics['ttr']:.3f}, stripes {metrics['stripe_score']:.2f}, "
+            f"held-out loss {metrics['loss']:.3f}, entropy {metrics['entropy']:.3f}, "
+            f"top-1 {metrics['top1_prob']:.3f}, nearest-training MSE {metrics['nn_distance']:.4f}"
         )
-        return {
-            **image,
-            "gen_entropy": float(greedy.entropy.mean()),
-            "gen_top1_prob": float(greedy.top1_prob.mean()),
-            **held_out,
-        }
+        return metrics
 
-    model, trainable = prepare_trainable(model, train_cfg)
+    model, trainable = prepare_trainable(model, cfg.train)
     result = train(
-        model, train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=1
+        model, train_ids, cfg.train, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=1
     )
-    model = finish_trainable(
-        result.pop("model")
-    )  # under FSDP / ZeRO-3 still sharded: every process decodes and saves with it
+    model = finish_trainable(result.pop("model"))  # under FSDP / ZeRO-3 still sharded: every process uses it
+    stop_tracking(accelerator, run)
     accelerator.free_memory()  # drop the optimizer (Adam state)
 
-    blocker = CitationBlocker(splits.train_codes, n=eval_cfg.blocker_n)
-    if every_rank_evaluates(accelerator) or accelerator.is_main_process:
-        blocked = complete(
-            model,
-            splits.eval_codes,
-            n_context=n_context,
-            logits_processors=[blocker],
-            batch_size=eval_cfg.eval_batch_size,
-        )
-        _write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
-    if run_cfg.save_model:
+    blocker = complete_blocked(model, splits, cfg=cfg, run=run, n_context=n_context, accelerator=accelerator)
+    if cfg.run.save_model:
         save_full_model(model, run.file("model"), accelerator)
 
     if accelerator.is_main_process:
         evals = [r for r in run.metrics() if r.get("kind") == "eval"]
-        completions = {
-            "original greedy": _read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
-            "original top-p": _read_codes(run, "generations/original_sampled.jsonl"),
-            "hyperfitted greedy": _read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
-            "hyperfitted + blocker": blocked.codes,
-        }
-        # The truth measured like a completion: the level a faithful completion would reach.
-        reference = {"held-out truth": splits.eval_codes}
-        columns = {
-            name: completion_report(
-                codes,
-                splits.eval_codes,
-                tokenizer=tokenizer,
-                n_context=n_context,
-                train_codes=splits.train_codes,
-                copy_mse=eval_cfg.copy_mse,
-            )
-            for name, codes in {**completions, **reference}.items()
-        }
-        if eval_cfg.fid_model:
-            add_fid_kid(
-                columns,
-                completions,
-                splits.eval_codes,
-                tokenizer=tokenizer,
-                fid_model=eval_cfg.fid_model,
-                pretrained=eval_cfg.fid_pretrained,
-                device=accelerator.device,
-            )
-        grid = {"context": splits.eval_codes[shown]}
-        grid.update({name: codes[shown] for name, codes in completions.items()})
-        grid["truth"] = splits.eval_codes[shown]
-        save_codes_grid(run.file("grid.png"), grid, tokenizer, n_context=n_context, scale=eval_cfg.grid_scale)
+        comparison = compare_original(
+            blocker, splits, tokenizer, cfg=cfg, run=run, n_context=n_context, device=accelerator.device
+        )
         summary = {
             "modality": "image",
             "model": model_description,
@@ -309,21 +248,13 @@ def main(configs: tuple) -> dict:
             "n_context": n_context,
             "before": _headline(evals[0]),
             "after": _headline(evals[-1]),
-            "columns": columns,
-            "blocker": {
-                "n": eval_cfg.blocker_n,
-                "fired": blocker.fired,
-                "changed": blocker.changed,
-                "blocked_tokens": blocker.blocked_tokens,
-            },
-            "grid": "grid.png",
-            "grid_caption": "rows: held-out images; columns: " + " | ".join(grid),
+            **comparison,
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "trainable": trainable,
             "epoch_losses": result["epoch_losses"],
             "wall_seconds": run.wall_seconds(),
         }
-        write_report(run.path, summary=summary)
+        write_report(run.path, summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
         accelerator.print(_one_line(summary))
         accelerator.print(f"report: {run.path / 'report.html'}")
@@ -331,15 +262,152 @@ def main(configs: tuple) -> dict:
     return summary if accelerator.is_main_process else {}
 
 
+def image_splits(cfg: FitImageConfig, run: Run, tokenizer, *, recorded: dict, accelerator) -> ImageSplits:
+    """The training and held-out codes: built and recorded (data.pt, tokenizer, manifest, then config.json, which
+    marks the run started) by a new run, read back and checked against the manifest by a resumed one."""
+    saved = load_saved_ids(run) if cfg.run.resume else None
+    if saved:
+        return ImageSplits(saved[0]["train_codes"], saved[0]["eval_codes"], saved[1])
+    splits = build_image_splits(cfg.data, tokenizer, prior=cfg.model.prior)
+    if accelerator.is_main_process:
+        save_splits(splits, run.path)
+        tokenizer.save(run.file(TOKENIZER_FILE))
+        run.write_json("manifest.json", splits.manifest)
+        run.write_config(recorded)
+    return splits
+
+
+def sample(
+    model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, n_context: int
+) -> torch.Tensor:
+    """Completions of the held-out images sampled with ``--sampling`` (a strategy of the shared table), seeded."""
+    strategy = STRATEGIES[cfg.eval.sampling]
+    device = next(model.parameters()).device
+    return complete(
+        model,
+        splits.eval_codes,
+        n_context=n_context,
+        temperature=strategy.temperature,
+        warpers=strategy.warpers(),
+        generator=torch.Generator(device).manual_seed(cfg.train.seed),
+        batch_size=cfg.eval.eval_batch_size,
+    ).codes
+
+
+def evaluate_images(
+    model, splits: ImageSplits, eval_ids: torch.Tensor, *, tokenizer, n_context: int, cfg: FitImageConfig
+) -> tuple[dict, torch.Tensor]:
+    """(metrics, greedy completions): the held-out images completed greedily and measured (stripes, copies,
+    error against the truth), the raw entropy and top-1 at the generated positions, and teacher-forced
+    statistics on the held-out codes."""
+    greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=cfg.eval.eval_batch_size)
+    held_out = teacher_forced_stats(model, eval_ids, batch_size=cfg.eval.eval_batch_size)
+    image = measure(greedy.codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
+    gen = {"gen_entropy": float(greedy.entropy.mean()), "gen_top1_prob": float(greedy.top1_prob.mean())}
+    return {**image, **gen, **held_out}, greedy.codes
+
+
+def complete_blocked(
+    model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, run: Run, n_context: int, accelerator
+) -> CitationBlocker:
+    """Greedy completions of the held-out images under the citation blocker (every process of a sharded model,
+    else the main one), written to generations/; returns the blocker with its counts."""
+    blocker = CitationBlocker(splits.train_codes, n=cfg.eval.blocker_n)
+    if every_rank_evaluates(accelerator) or accelerator.is_main_process:
+        blocked = complete(
+            model,
+            splits.eval_codes,
+            n_context=n_context,
+            logits_processors=[blocker],
+            batch_size=cfg.eval.eval_batch_size,
+        )
+        write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
+    return blocker
+
+
+def save_grid_of(path, columns: dict, tokenizer, *, n_context: int, cfg: FitImageConfig) -> None:
+    """The first ``--grid_rows`` held-out images of every column side by side (one PNG)."""
+    shown = {name: codes[: cfg.eval.grid_rows] for name, codes in columns.items()}
+    save_codes_grid(path, shown, tokenizer, n_context=n_context, scale=cfg.eval.grid_scale)
+
+
+def compare_original(
+    blocker: CitationBlocker,
+    splits: ImageSplits,
+    tokenizer,
+    *,
+    cfg: FitImageConfig,
+    run: Run,
+    n_context: int,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Every decoding of the held-out images measured alike: the original prior greedy (first evaluation) and
+    sampled, the hyperfitted one greedy (last evaluation) and under the citation blocker, and the truth itself
+    (the level a faithful completion would reach); FID/KID when asked, and the grid of them all."""
+    evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+    completions = {
+        "original greedy": read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
+        f"original {cfg.eval.sampling.replace('_', '-')}": read_codes(
+            run, "generations/original_sampled.jsonl"
+        ),
+        "hyperfitted greedy": read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
+        "hyperfitted + blocker": read_codes(run, "generations/hyperfitted_blocked.jsonl"),
+    }
+    columns = {
+        name: measure(codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
+        for name, codes in {**completions, "held-out truth": splits.eval_codes}.items()
+    }
+    fid = {}
+    if cfg.eval.fid_model:
+        fid["fid"] = add_fid_kid(
+            columns,
+            completions,
+            splits.eval_codes,
+            tokenizer=tokenizer,
+            fid_model=cfg.eval.fid_model,
+            pretrained=cfg.eval.fid_pretrained,
+            download=cfg.eval.fid_download,
+            device=device,
+        )
+    grid = {"context": splits.eval_codes, **completions, "truth": splits.eval_codes}
+    save_grid_of(run.file("grid.png"), grid, tokenizer, n_context=n_context, cfg=cfg)
+    return {
+        "columns": columns,
+        **fid,
+        "blocker": {
+            "n": cfg.eval.blocker_n,
+            "fired": blocker.fired,
+            "changed": blocker.changed,
+            "blocked_tokens": blocker.blocked_tokens,
+        },
+        "grid": "grid.png",
+        "grid_caption": "rows: held-out images; columns: " + " | ".join(grid),
+    }
+
+
+def measure(
+    codes: torch.Tensor, splits: ImageSplits, *, tokenizer, n_context: int, cfg: FitImageConfig
+) -> dict:
+    """``completion_report`` of completed images against the held-out truth and the training images."""
+    return completion_report(
+        codes,
+        splits.eval_codes,
+        tokenizer=tokenizer,
+        n_context=n_context,
+        train_codes=splits.train_codes,
+        copy_mse=cfg.eval.copy_mse,
+    )
+
+
 def _headline(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "kind"}
 
 
-def _write_codes(run: Run, name: str, codes: torch.Tensor) -> None:
+def write_codes(run: Run, name: str, codes: torch.Tensor) -> None:
     run.write_jsonl(name, [{"index": i, "codes": row} for i, row in enumerate(codes.tolist())])
 
 
-def _read_codes(run: Run, name: str) -> torch.Tensor:
+def read_codes(run: Run, name: str) -> torch.Tensor:
     return torch.tensor([record["codes"] for record in read_jsonl(run.file(name))], dtype=torch.long)
 
 
@@ -355,7 +423,7 @@ def _one_line(summary: dict) -> str:
 
 def cli(argv: list[str] | None = None) -> int:
     return run_recipe(
-        main, CONFIGS, argv, presets=PRESETS, default_preset=DEFAULT_PRESET, prog="hyperfit fit-image"
+        main, FitImageConfig, argv, presets=PRESETS, default_preset=DEFAULT_PRESET, prog="hyperfit fit-image"
     )
 
 

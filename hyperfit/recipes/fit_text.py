@@ -1,14 +1,17 @@
 """Hyperfit a causal LM on a few text blocks and compare greedy continuations before and after (paper §3–5).
 
 Reads top to bottom: config → Accelerator and seed → run directory → model → data → train (evaluating before,
-during and after) → save → summary and report. ``accelerate launch scripts/fit_text.py --preset cpu-demo``.
+during and after) → save → the original model read again, both decoded with every strategy → summary and report.
+``main(FitTextConfig)``; ``accelerate launch scripts/fit_text.py --preset cpu-demo``.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 
 import torch
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
@@ -20,9 +23,10 @@ from hyperfit.common.evaluate import (
     teacher_forced_stats,
 )
 from hyperfit.common.layers import finish_trainable, prepare_trainable
-from hyperfit.common.report import write_report
-from hyperfit.common.runs import HyperfitError, Run, read_json, read_jsonl, sha256_ids, write_json
+from hyperfit.common.report import write_report_files
+from hyperfit.common.runs import HyperfitError, Run, finished_summary, load_saved_ids, read_jsonl, write_json
 from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model, sharding
+from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits, check_source, save_splits
 from hyperfit.text.eval_sets import domain_rows, parse_eval_data, with_eval_sets
@@ -36,12 +40,26 @@ from hyperfit.text.model import (
     model_fingerprint,
     word_start_ids,
 )
+from hyperfit.text.report import fit_report
 from hyperfit.text.retention import domain_perplexities, retention_summary, run_domain_blocks
 
-CONFIGS = (ModelConfig, TextDataConfig, TrainConfig, EvalConfig, RunConfig)
+
+@dataclass
+class FitTextConfig:
+    """Everything ``hyperfit fit-text`` takes; on the command line the fields' own flags (``--lr``, ``--out``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The model to hyperfit."})
+    data: TextDataConfig = field(
+        default_factory=TextDataConfig, metadata={"help": "Training and held-out text."}
+    )
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "How to hyperfit."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "What every evaluation measures."})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The run directory."})
+
 
 PRESETS = {
-    # The paper's recipe (§1 of PAPER.md) for a GPU; --data/--model name the corpus and model to use.
+    # The paper's recipe for a GPU (2,000 blocks of 256 tokens, 20 epochs, batch 8, Adam lr 1e-6, no weight decay,
+    # 300 held-out texts); --data/--model name the corpus and model to use.
     "paper": dict(
         n_train=2000,
         block_len=256,
@@ -64,8 +82,8 @@ PRESETS = {
         "model": "deepseek-ai/deepseek-llm-7b-base",
         "out": "runs/paper/deepseek-7b",
     },  # FSDP
-    # The offline default on 2 CPU cores (PAPER.md §13): SmolLM2-135M on 32 Lee news blocks of 128 tokens.
-    # lr 8e-5 × 16 epochs (64 updates) reaches train loss ~0.08, as lr 4e-5 × 20 reaches ~0.13, in 20 % less time.
+    # The offline default on 2 CPU cores: SmolLM2-135M on 32 Lee news blocks of 128 tokens. lr 8e-5 × 16 epochs
+    # (64 updates) reaches train loss ~0.08, as lr 4e-5 × 20 epochs reaches ~0.13, with 20 % fewer updates.
     "cpu-demo": dict(
         model=DEFAULT_MODEL,
         data="lee",
@@ -92,103 +110,52 @@ def decode_texts(tokenizer, sequences: list[list[int]]) -> list[str]:
     return tokenizer.batch_decode(sequences, skip_special_tokens=True)
 
 
-def main(configs: tuple) -> dict:
-    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg = configs
-    accelerator = build_accelerator(train_cfg)
-    set_seed(train_cfg.seed)
-    check_source(data_cfg)  # every input is checked before the run directory is touched
-    parse_eval_data(data_cfg.eval_data)
+def write_report(run_dir, summary: dict | None = None):
+    return write_report_files(fit_report(run_dir, summary), run_dir)
+
+
+def main(cfg: FitTextConfig) -> dict:
+    accelerator = build_accelerator(cfg.train)
+    set_seed(cfg.train.seed)
+    check_source(cfg.data)  # every input is checked before the run directory is touched
+    parse_eval_data(cfg.data.eval_data)
     recorded = {
-        **config_dict(*configs),
-        "model_fingerprint": model_fingerprint(model_cfg),
+        **config_dict(cfg),
+        "model_fingerprint": model_fingerprint(cfg.model),
         "num_processes": accelerator.num_processes,
         "sharding": sharding(accelerator),
     }
     run = Run.open(
-        run_cfg.out,
-        overwrite=run_cfg.overwrite,
-        resume=run_cfg.resume,
+        cfg.run.out,
+        overwrite=cfg.run.overwrite,
+        resume=cfg.run.resume,
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
         command="fit-text",
         config=recorded,
-        allow_changes=run_cfg.allow_changes,
+        allow_changes=cfg.run.allow_changes,
     )
     if run.is_finished:
-        accelerator.print(f"{run.path} is already finished; its report is {run.path / 'report.html'}")
-        write_report(run.path)
-        return read_json(run.file("summary.json"))
+        return finished_summary(run, write_report=write_report, say=accelerator.print)
 
     # Model, then data tokenised once with its tokenizer (a resumed run reloads the exact saved ids).
-    model, tokenizer, model_description = load_causal_lm(model_cfg)
-    check_positions(
-        model,
-        lengths={
-            "--block_len": data_cfg.block_len,
-            "--eval_len": data_cfg.eval_len or data_cfg.block_len,
-            "--prompt_tokens + --max_new_tokens": eval_cfg.prompt_tokens + eval_cfg.max_new_tokens,
-        },
-        description=model_description,
-    )
-    if run_cfg.resume and run.file("data.pt").exists():
-        saved = torch.load(run.file("data.pt"))
-        manifest = read_json(run.file("manifest.json"))
-        if sha256_ids(saved["train_ids"]) != manifest["train_ids_sha256"]:
-            raise HyperfitError(f"{run.file('data.pt')} does not match its manifest; rerun with --overwrite.")
-        splits = TextSplits(saved["train_ids"], saved["eval_ids"], manifest)
-    else:
-        splits = build_text_splits(data_cfg, tokenizer, tokenizer_name=model_description)
-        if data_cfg.eval_data:
-            splits = with_eval_sets(splits, data_cfg, tokenizer)
-        if splits.eval_ids.size(1) <= eval_cfg.prompt_tokens:
-            raise HyperfitError(
-                f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {eval_cfg.prompt_tokens}"
-                "-token prompt; raise --eval_len or lower --prompt_tokens."
-            )
-        if accelerator.is_main_process:
-            save_splits(splits, run.path)
-            run.write_json("manifest.json", splits.manifest)
-            run.write_config({**recorded, "model_description": model_description})
-    prompts = splits.eval_ids[:, : eval_cfg.prompt_tokens]
+    model, tokenizer, model_description = load_causal_lm(cfg.model)
+    check_lengths(model, cfg, model_description=model_description)
+    recorded["model_description"] = model_description
+    splits = text_splits(cfg, run, tokenizer, recorded=recorded, accelerator=accelerator)
+    start_tracking(accelerator, run, cfg.run.report_to, project=run.path.name, config=recorded)
     domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
     stop_ids = eos_ids(model, tokenizer)
-    # Knowledge retention: teacher-forced perplexity on every bundled domain, of the original (reloaded after
+    # Knowledge retention: teacher-forced perplexity on every bundled domain, of the original (read again after
     # training) and of the hyperfitted model.
     retention_blocks = run_domain_blocks(
-        tokenizer,
-        source=data_cfg.data,
-        eval_ids=splits.eval_ids,
-        domains=data_cfg.retention_domain_names(),
+        tokenizer, source=cfg.data.data, eval_ids=splits.eval_ids, domains=cfg.data.retention_domain_names()
     )
-    model, trainable = prepare_trainable(model, train_cfg)
+    model, trainable = prepare_trainable(model, cfg.train)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        by_domain, sequences = {}, []
-        for name, rows in domains.items():
-            gen_metrics, domain_sequences = generation_stats(
-                model,
-                prompts[rows],
-                max_new_tokens=eval_cfg.max_new_tokens,
-                min_new_tokens=eval_cfg.min_new_tokens,
-                ttr_window=eval_cfg.ttr_window,
-                batch_size=eval_cfg.eval_batch_size,
-                eos_id=stop_ids,
-            )
-            held_out = teacher_forced_stats(model, splits.eval_ids[rows], batch_size=eval_cfg.eval_batch_size)
-            by_domain[name] = {**gen_metrics, **held_out}
-            sequences += domain_sequences
-        metrics = next(iter(by_domain.values())) if len(by_domain) == 1 else average_over_domains(by_domain)
-        texts = decode_texts(tokenizer, sequences)
-        prompt_texts = decode_texts(tokenizer, prompts.tolist())
-        references = decode_texts(tokenizer, splits.eval_ids[:, eval_cfg.prompt_tokens :].tolist())
-        domain_of = [name for name, rows in domains.items() for _ in range(rows.start, rows.stop)]
-        records = [
-            {"index": i, "domain": d, "prompt": p, "continuation": c, "reference": r, "ids": s}
-            for i, (d, p, c, r, s) in enumerate(
-                zip(domain_of, prompt_texts, texts, references, sequences, strict=True)
-            )
-        ]
-        run.write_jsonl(f"generations/epoch_{epoch:03d}.jsonl", records)
+        metrics, sequences = evaluate_domains(model, splits, domains, cfg=cfg, eos_id=stop_ids)
+        write_generations(run, f"generations/epoch_{epoch:03d}.jsonl", tokenizer, splits, sequences, cfg=cfg)
         accelerator.print(
             f"epoch {epoch}: TTR {metrics['ttr']:.3f}, held-out loss {metrics['loss']:.3f}, "
             f"entropy {metrics['entropy']:.3f}, top-1 {metrics['top1_prob']:.3f}"
@@ -196,45 +163,29 @@ def main(configs: tuple) -> dict:
         )
         return metrics
 
-    result = train(model, splits.train_ids, train_cfg, accelerator=accelerator, run=run, evaluate=evaluate)
+    result = train(model, splits.train_ids, cfg.train, accelerator=accelerator, run=run, evaluate=evaluate)
     model = finish_trainable(result.pop("model"))  # under FSDP / ZeRO-3 still sharded: every process saves
+    stop_tracking(accelerator, run)
     accelerator.free_memory()  # drop the optimizer (Adam state) before the original model is read again
 
-    if run_cfg.save_model:
+    if cfg.run.save_model:
         save_full_model(model, run.path / "model", accelerator)
         if accelerator.is_main_process:
             tokenizer.save_pretrained(run.path / "model")
-    evals = [r for r in run.metrics() if r.get("kind") == "eval"]
-    comparison, retention = {}, {}
+    comparison = {}
     if every_rank_evaluates(accelerator) or accelerator.is_main_process:
-        # The original is read again from its source rather than kept through training: a second full copy
-        # would double the memory of a 7B model. It is placed (or sharded) like the hyperfitted model, and gives
-        # the "before" side of the retention table as well as the decoding comparison.
-        original = prepare_for_inference(load_causal_lm(model_cfg)[0].eval(), accelerator)
-        with torch.no_grad(), accelerator.autocast():
-            retention = retention_summary(
-                domain_perplexities(original, retention_blocks, batch_size=eval_cfg.eval_batch_size),
-                domain_perplexities(model, retention_blocks, batch_size=eval_cfg.eval_batch_size),
-                trained_on=next(iter(retention_blocks)),
-            )
-        if eval_cfg.strategy_names():
-            comparison = compare_original(
-                original,
-                model,
-                splits,
-                prompts,
-                evals,
-                tokenizer,
-                eval_cfg,
-                train_cfg,
-                accelerator,
-                run,
-                stop_ids,
-                domains,
-            )
-        del original
+        comparison = compare_original(
+            model,
+            retention_blocks,
+            splits=splits,
+            tokenizer=tokenizer,
+            cfg=cfg,
+            run=run,
+            accelerator=accelerator,
+        )
 
     if accelerator.is_main_process:
+        evals = [r for r in run.metrics() if r.get("kind") == "eval"]
         summary = {
             "modality": "text",
             "model": model_description,
@@ -246,13 +197,12 @@ def main(configs: tuple) -> dict:
             "after": _headline(evals[-1]),
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "trainable": trainable,
-            "retention": retention,
             "epoch_losses": result["epoch_losses"],
-            "samples_shown": eval_cfg.samples_shown,
+            "samples_shown": cfg.eval.samples_shown,
             **comparison,
             "wall_seconds": run.wall_seconds(),
         }
-        write_report(run.path, summary=summary)
+        write_report(run.path, summary)
         write_json(run.file("summary.json"), summary)  # written last: its presence marks the run finished
         accelerator.print(_one_line(summary))
         accelerator.print(f"report: {run.path / 'report.html'}")
@@ -260,26 +210,109 @@ def main(configs: tuple) -> dict:
     return summary if accelerator.is_main_process else {}
 
 
-def compare_original(
-    original,
-    hyperfitted,
-    splits,
-    prompts,
-    evals,
-    tokenizer,
-    eval_cfg,
-    train_cfg,
-    accelerator,
-    run,
-    stop_ids,
-    domains,
-) -> dict:
-    """Decode both models with every strategy on the held-out prompts; compare sharpness and reference ranks.
+def evaluate_domains(model, splits: TextSplits, domains: dict[str, slice], *, cfg: FitTextConfig, eos_id):
+    """(metrics, greedy continuations): greedy generation and teacher-forced statistics on the held-out blocks,
+    per held-out domain; with several domains every figure is the mean over domains."""
+    by_domain, sequences = {}, []
+    for name, rows in domains.items():
+        gen_metrics, domain_sequences = generation_stats(
+            model,
+            splits.eval_ids[rows, : cfg.eval.prompt_tokens],
+            max_new_tokens=cfg.eval.max_new_tokens,
+            min_new_tokens=cfg.eval.min_new_tokens,
+            ttr_window=cfg.eval.ttr_window,
+            batch_size=cfg.eval.eval_batch_size,
+            eos_id=eos_id,
+        )
+        held_out = teacher_forced_stats(model, splits.eval_ids[rows], batch_size=cfg.eval.eval_batch_size)
+        by_domain[name] = {**gen_metrics, **held_out}
+        sequences += domain_sequences
+    metrics = next(iter(by_domain.values())) if len(by_domain) == 1 else average_over_domains(by_domain)
+    return metrics, sequences
 
-    With several domains every decoding figure is the mean over domains (``domains`` holds each one's), and the
-    sharpness comparison is given per domain as well as over all positions (equal-sized domains, so its means
-    equal the means over domains)."""
-    models = {"original": original, "hyperfitted": hyperfitted}
+
+def check_lengths(model, cfg: FitTextConfig, *, model_description: str) -> None:
+    """Every length the run feeds the model fits its positions (one sentence naming the flag otherwise)."""
+    check_positions(
+        model,
+        lengths={
+            "--block_len": cfg.data.block_len,
+            "--eval_len": cfg.data.eval_len or cfg.data.block_len,
+            "--prompt_tokens + --max_new_tokens": cfg.eval.prompt_tokens + cfg.eval.max_new_tokens,
+        },
+        description=model_description,
+    )
+
+
+def text_splits(cfg: FitTextConfig, run: Run, tokenizer, *, recorded: dict, accelerator) -> TextSplits:
+    """The training and held-out ids (with --eval_data's held-out sets): built and recorded (data.pt, manifest,
+    then config.json, which marks the run started) by a new run, read back and checked by a resumed one."""
+    saved = load_saved_ids(run) if cfg.run.resume else None
+    if saved:
+        return TextSplits(saved[0]["train_ids"], saved[0]["eval_ids"], saved[1])
+    splits = build_text_splits(cfg.data, tokenizer, tokenizer_name=recorded["model_description"])
+    if cfg.data.eval_data:
+        splits = with_eval_sets(splits, cfg.data, tokenizer)
+    if splits.eval_ids.size(1) <= cfg.eval.prompt_tokens:
+        raise HyperfitError(
+            f"held-out blocks have {splits.eval_ids.size(1)} tokens, not more than the {cfg.eval.prompt_tokens}"
+            "-token prompt; raise --eval_len or lower --prompt_tokens."
+        )
+    if accelerator.is_main_process:
+        save_splits(splits, run.path)
+        run.write_json("manifest.json", splits.manifest)
+        run.write_config(recorded)
+    return splits
+
+
+def write_generations(
+    run: Run, name: str, tokenizer, splits: TextSplits, sequences, *, cfg: FitTextConfig
+) -> None:
+    """Every held-out prompt with its domain, continuation, the human reference and the generated ids."""
+    prompt_ids, reference_ids = splits.eval_ids.split(
+        [cfg.eval.prompt_tokens, splits.eval_ids.size(1) - cfg.eval.prompt_tokens], 1
+    )
+    texts, prompts, references = (
+        decode_texts(tokenizer, ids) for ids in (sequences, prompt_ids.tolist(), reference_ids.tolist())
+    )
+    domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
+    domain_of = [name for name, rows in domains.items() for _ in range(rows.start, rows.stop)]
+    records = [
+        {"index": i, "domain": d, "prompt": p, "continuation": c, "reference": r, "ids": s}
+        for i, (d, p, c, r, s) in enumerate(
+            zip(domain_of, prompts, texts, references, sequences, strict=True)
+        )
+    ]
+    run.write_jsonl(name, records)
+
+
+def compare_original(
+    hyperfitted: torch.nn.Module,
+    retention_blocks: dict[str, dict],
+    *,
+    splits: TextSplits,
+    tokenizer,
+    cfg: FitTextConfig,
+    run: Run,
+    accelerator: Accelerator,
+) -> dict:
+    """The original model, read again and placed (or sharded) like the hyperfitted one, against it: retention
+    (perplexity on every bundled domain), every decoding strategy on the held-out prompts, sharpness and reference
+    ranks. Read again rather than kept through training: a second full copy would double a 7B model's memory.
+
+    With several held-out domains every decoding figure is the mean over domains, and the sharpness comparison
+    is given per domain as well as over all positions (equal-sized domains, so its means are the domain means)."""
+    original = prepare_for_inference(load_causal_lm(cfg.model)[0].eval(), accelerator)
+    batch = cfg.eval.eval_batch_size
+    with torch.no_grad(), accelerator.autocast():
+        retention = retention_summary(
+            domain_perplexities(original, retention_blocks, batch_size=batch),
+            domain_perplexities(hyperfitted, retention_blocks, batch_size=batch),
+            trained_on=next(iter(retention_blocks)),
+        )
+    if not cfg.eval.strategy_names():
+        return {"retention": retention}
+    evals = [r for r in run.metrics() if r.get("kind") == "eval"]
     # The greedy continuations of the first and last evaluation were decoded by exactly these models: reuse them.
     precomputed = {
         (name, "greedy"): [
@@ -289,28 +322,27 @@ def compare_original(
     }
     with torch.no_grad(), accelerator.autocast():
         table, generations = decoding_table(
-            models,
-            prompts,
-            eval_cfg.strategy_names(),
-            max_new_tokens=eval_cfg.max_new_tokens,
-            min_new_tokens=eval_cfg.min_new_tokens,
+            {"original": original, "hyperfitted": hyperfitted},
+            splits.eval_ids[:, : cfg.eval.prompt_tokens],
+            cfg.eval.strategy_names(),
+            max_new_tokens=cfg.eval.max_new_tokens,
+            min_new_tokens=cfg.eval.min_new_tokens,
             train_ids=splits.train_ids,
             eval_blocks=splits.eval_ids,
             target_entropy=evals[-1]["entropy"],
-            eos_id=stop_ids,
-            batch_size=eval_cfg.eval_batch_size,
-            seed=train_cfg.seed,
-            ttr_window=eval_cfg.ttr_window,
-            word_start_ids=word_start_ids(tokenizer) if eval_cfg.word_finish else None,
-            blocker_n=eval_cfg.blocker_n,
-            blocker_include_prompt=eval_cfg.blocker_include_prompt,
+            eos_id=eos_ids(hyperfitted, tokenizer),
+            batch_size=batch,
+            seed=cfg.train.seed,
+            ttr_window=cfg.eval.ttr_window,
+            word_start_ids=word_start_ids(tokenizer) if cfg.eval.word_finish else None,
+            blocker_n=cfg.eval.blocker_n,
+            blocker_include_prompt=cfg.eval.blocker_include_prompt,
             precomputed=precomputed,
         )
-        stats = [
-            collect_token_stats(m, splits.eval_ids, batch_size=eval_cfg.eval_batch_size)
-            for m in (original, hyperfitted)
-        ]
+        stats = [collect_token_stats(m, splits.eval_ids, batch_size=batch) for m in (original, hyperfitted)]
+    del original
     sharpness = compare_sharpness(*stats)
+    domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
     if len(domains) > 1:
         positions = splits.eval_ids.size(1) - 1  # collect_token_stats flattens blocks in order
         sharpness["domains"] = {
@@ -325,15 +357,15 @@ def compare_original(
                 name: generation_metrics(
                     sequences[rows],
                     train_seqs=train_seqs,
-                    ttr_window=eval_cfg.ttr_window,
-                    max_new_tokens=eval_cfg.max_new_tokens,
+                    ttr_window=cfg.eval.ttr_window,
+                    max_new_tokens=cfg.eval.max_new_tokens,
                 )
                 for name, rows in domains.items()
             }
             table[model_name][strategy].update(average_over_domains(by_domain))
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
-        table[model_name][strategy].update(word_metrics(texts, ttr_window=eval_cfg.ttr_window))
+        table[model_name][strategy].update(word_metrics(texts, ttr_window=cfg.eval.ttr_window))
         run.write_jsonl(
             f"generations/decoding/{model_name}_{strategy}.jsonl",
             [
@@ -341,7 +373,7 @@ def compare_original(
                 for i, (t, s) in enumerate(zip(texts, sequences, strict=True))
             ],
         )
-    return {"decoding": table, "sharpness": sharpness}
+    return {"retention": retention, "decoding": table, "sharpness": sharpness}
 
 
 HEADLINE = (
@@ -380,7 +412,7 @@ def _one_line(summary: dict) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_recipe(main, CONFIGS, argv, presets=PRESETS, prog="hyperfit fit-text")
+    return run_recipe(main, FitTextConfig, argv, presets=PRESETS, prog="hyperfit fit-text")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 
 Reads top to bottom: config → Accelerator and seed → run directory (a finished one with the same settings is
 reused, never rebuilt) → photographs cut into patches → colour palette (or VQ-VAE) → codes → prior → the shared
-``train()`` → save. ``hyperfit pretrain-image`` (defaults: PAPER.md §13b, about 6 minutes on 2 CPU cores).
+``train()`` → save. ``hyperfit pretrain-image``, ``main(PretrainImageConfig)``; the defaults are sized for 2 CPU cores.
 
 Why scikit-image's photographs: the paper's CIFAR-10 needs a 170 MB download, and the offline default must
 install from PyPI alone. scikit-image's wheel ships 19 real photographs (faces, animals, coins, textures, text,
 microscopy, astronomy), so ``pip install scikit-image`` is the whole data set; cut into 16x16 patches they give
 thousands of natural images with edges, textures and flat regions, where an unhyperfitted prior's greedy
-completions show the paper's stripes (§13b). sklearn's 8x8 digits, the other bundled option, are near-binary
+completions show the paper's stripes. sklearn's 8x8 digits, the other bundled option, are near-binary
 strokes on black: too simple for stripes and textures to mean anything.
 
 Disjointness: each photograph's top rows (1 - ``holdout_fraction``) give the pretraining patches; its bottom
@@ -27,7 +27,7 @@ from accelerate.utils import set_seed
 
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
-from hyperfit.common.runs import HyperfitError, Run, read_json, sha256_ids, write_json
+from hyperfit.common.runs import HyperfitError, Run, load_saved_ids, read_json, sha256_ids, write_json
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import POOLS_FILE, SKIMAGE_PHOTOS, load_skimage_patches
 from hyperfit.image.metrics import longest_runs, stripe_score
@@ -37,11 +37,10 @@ from hyperfit.image.model import (
     PriorConfig,
     build_prior,
     complete,
-    describe_tokenizer,
     encode_for_model,
     sos_id,
 )
-from hyperfit.image.tokenizers import fit_palette, load_image_tokenizer, train_vqvae
+from hyperfit.image.tokenizers import describe_tokenizer, fit_palette, load_image_tokenizer, train_vqvae
 
 
 @dataclass
@@ -93,10 +92,20 @@ class PretrainDataConfig:
         return list(SKIMAGE_PHOTOS) if self.photos == "all" else [p.strip() for p in self.photos.split(",")]
 
 
-CONFIGS = (PriorConfig, PretrainDataConfig, TrainConfig, RunConfig)
+@dataclass
+class PretrainImageConfig:
+    """Everything ``hyperfit pretrain-image`` takes; on the command line the fields' own flags."""
+
+    prior: PriorConfig = field(default_factory=PriorConfig, metadata={"help": "The prior's shape."})
+    data: PretrainDataConfig = field(
+        default_factory=PretrainDataConfig, metadata={"help": "Patches, tokenizer."}
+    )
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "How to pretrain."})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The prior's directory."})
+
 
 PRESETS = {
-    # PAPER.md §13b on 2 CPU cores; also the default when no --preset is named.
+    # 2 CPU cores (a few minutes); also the default when no --preset is named.
     "cpu": dict(
         lr=1e-3,
         batch_size=32,
@@ -111,7 +120,7 @@ PRESETS = {
 }
 DEFAULT_PRESET = "cpu"
 # Settings that do not change what is built: a finished prior is reused whatever they say.
-RUN_ONLY = ("out", "overwrite", "resume", "save_model", "allow_changes")
+RUN_ONLY = ("out", "overwrite", "resume", "save_model", "allow_changes", "report_to")
 
 
 def split_patches(data_cfg: PretrainDataConfig) -> tuple[dict[str, torch.Tensor], dict]:
@@ -164,14 +173,14 @@ def build_tokenizer(pixels: torch.Tensor, data_cfg: PretrainDataConfig, *, seed:
     return tokenizer
 
 
-def _settings(configs: tuple) -> dict:
-    return {k: v for k, v in config_dict(*configs).items() if k not in RUN_ONLY}
+def _settings(cfg: PretrainImageConfig) -> dict:
+    return {k: v for k, v in config_dict(cfg).items() if k not in RUN_ONLY}
 
 
-def _reuse(path: Path, configs: tuple) -> dict:
+def _reuse(path: Path, cfg: PretrainImageConfig) -> dict:
     """The summary of a finished prior built with the same settings; one sentence if the settings differ."""
     saved = read_json(path / "config.json")
-    wanted = _settings(configs)
+    wanted = _settings(cfg)
     differ = sorted(k for k, v in wanted.items() if saved.get(k) != v)
     if differ:
         raise HyperfitError(
@@ -181,13 +190,13 @@ def _reuse(path: Path, configs: tuple) -> dict:
     return read_json(path / "summary.json")
 
 
-def main(configs: tuple) -> dict:
-    prior_cfg, data_cfg, train_cfg, run_cfg = configs
+def main(cfg: PretrainImageConfig) -> dict:
+    prior_cfg, data_cfg, train_cfg, run_cfg = cfg.prior, cfg.data, cfg.train, cfg.run
     accelerator = build_accelerator(train_cfg)
     set_seed(train_cfg.seed)
     out = Path(run_cfg.out)
     if (out / "summary.json").exists() and not run_cfg.overwrite:
-        summary = _reuse(out, configs)
+        summary = _reuse(out, cfg)
         accelerator.print(f"reusing the pretrained prior in {out} (same settings; --overwrite rebuilds it)")
         return summary
     run = Run.open(
@@ -197,7 +206,7 @@ def main(configs: tuple) -> dict:
         writer=accelerator.is_main_process,
         barrier=accelerator.wait_for_everyone,
         command="pretrain-image",
-        config={**config_dict(*configs), "num_processes": accelerator.num_processes},
+        config={**config_dict(cfg), "num_processes": accelerator.num_processes},
         allow_changes=run_cfg.allow_changes,
     )
 
@@ -216,12 +225,12 @@ def main(configs: tuple) -> dict:
                 codes_sha256=sha256_ids(codes),
             )
             run.write_json("manifest.json", manifest)
-            run.write_config({**config_dict(*configs), "num_processes": accelerator.num_processes})
+            run.write_config({**config_dict(cfg), "num_processes": accelerator.num_processes})
         accelerator.wait_for_everyone()
     tokenizer = load_image_tokenizer(run.file(TOKENIZER_FILE))
-    codes = torch.load(run.file("data.pt"))["codes"]
-    if sha256_ids(codes) != read_json(run.file("manifest.json"))["codes_sha256"]:
-        raise HyperfitError(f"{run.file('data.pt')} does not match its manifest; rerun with --overwrite.")
+    codes = load_saved_ids(run)[0][
+        "codes"
+    ]  # every process reads the codes back, checked against the manifest
     eval_codes = tokenizer.encode_images(torch.load(run.file(POOLS_FILE))["eval_pool"])
     eval_codes = eval_codes[: data_cfg.n_pretrain_eval]
     model = build_prior(tokenizer.vocab_size, codes.size(1), prior_cfg, seed=train_cfg.seed)
@@ -275,7 +284,12 @@ def main(configs: tuple) -> dict:
 
 def cli(argv: list[str] | None = None) -> int:
     return run_recipe(
-        main, CONFIGS, argv, presets=PRESETS, default_preset=DEFAULT_PRESET, prog="hyperfit pretrain-image"
+        main,
+        PretrainImageConfig,
+        argv,
+        presets=PRESETS,
+        default_preset=DEFAULT_PRESET,
+        prog="hyperfit pretrain-image",
     )
 
 

@@ -104,8 +104,7 @@ def trained_documents(specs: dict[str, str]) -> dict[str, set[int]]:
     return exclude
 
 
-def main(configs: tuple) -> dict:
-    (cfg,) = configs
+def main(cfg: RetentionConfig) -> dict:
     started = time.perf_counter()
     specs = parse_models(cfg.models)
     offline, harness = parse_tasks(cfg.tasks)
@@ -298,7 +297,7 @@ def write_retention_report(out: Path, summary: dict, cfg: RetentionConfig) -> Pa
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_recipe(main, (RetentionConfig,), argv, prog="hyperfit retention")
+    return run_recipe(main, RetentionConfig, argv, prog="hyperfit retention")
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ def eos_ids(model, tokenizer) -> list[int]:
 def word_start_ids(tokenizer) -> list[int]:
     """Ids of tokens that begin a new word (their text starts with a space, byte-level "Ġ" or sentencepiece "▁").
 
-    Used by the citation blocker's "let the current word finish first" variant (PAPER.md §4).
+    Used by the citation blocker's "let the current word finish first" variant (one account of the paper's §4
+    blocker applies it only once the current word is complete).
     """
     starts = []
     for token, index in tokenizer.get_vocab().items():

@@ -86,7 +86,7 @@ class Samples:
 
 @dataclass
 class Figure:
-    """An image file inside the output directory (a grid, a screenshot); ``path`` is relative to it."""
+    """A picture file (PNG, SVG, ...) inside the output directory; ``path`` is relative to it."""
 
     path: str
     caption: str = ""

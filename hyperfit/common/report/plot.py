@@ -1,9 +1,9 @@
 """Every chart of every report: a ``Plot`` drawn as one inline SVG string (line or grouped-bar chart).
 
 Axes with "nice" ticks (1, 2, 2.5 or 5 × 10^k), tick labels, axis labels, a legend, optional log-scaled x, dashed
-reference lines and error bars for intervals. Written by hand rather than with matplotlib: the reports' ~10 charts
-take milliseconds, each SVG is a few kB of text, and nothing is added to the install (docs/reports.md has the
-measured comparison). All text passes through ``html.escape``; the output is safe to inline.
+reference lines and error bars for intervals. Written by hand rather than with matplotlib, which would add a large
+dependency for two chart kinds (docs/reports.md has the measured comparison). All text passes through
+``html.escape``; the output is safe to inline.
 """
 
 from __future__ import annotations
@@ -114,6 +114,14 @@ def _reference_lines(plot: Plot, sy) -> list[str]:
     ]
 
 
+def _category_label(x: float, label: str, *, slot: float) -> str:
+    """A category under the x axis; tilted when it is wider than its slot (about 5.5 px a character)."""
+    if len(label) * 5.5 <= slot * 0.95:
+        return _text(x, HEIGHT - BOTTOM + 15, label)
+    y = HEIGHT - BOTTOM + 10
+    return _text(x, y, label, anchor="end", extra=f' transform="rotate(-25 {x:.1f} {y:.1f})"')
+
+
 def _error_bar(x: float, y_low: float, y_high: float, colour: str) -> str:
     return (
         f'<g class="errorbar" stroke="{colour}" stroke-width="1.2">'
@@ -179,10 +187,11 @@ def line_svg(plot: Plot) -> str:
         x_ticks = [(x, tick_label(10**x)) for x in (distinct if len(distinct) <= 12 else decades)]
     else:
         x_ticks = [(x, tick_label(x)) for x in nice_ticks(x0, x1) if x0 - 1e-9 <= x <= x1 + 1e-9]
+    slot = (WIDTH - LEFT - RIGHT) / max(len(x_ticks), 1)
     for x, label in x_ticks:
         parts.append(
             f'<line x1="{sx(x):.1f}" y1="{HEIGHT - BOTTOM}" x2="{sx(x):.1f}" y2="{HEIGHT - BOTTOM + 4}" '
-            'stroke="#666"/>' + _text(sx(x), HEIGHT - BOTTOM + 15, label)
+            'stroke="#666"/>' + _category_label(sx(x), label, slot=slot)
         )
     parts += _reference_lines(plot, sy)
     for k, series in enumerate(plot.series):
@@ -227,7 +236,7 @@ def bar_svg(plot: Plot) -> str:
     slot = (WIDTH - LEFT - RIGHT) / len(categories)
     bar = slot * 0.8 / max(len(plot.series), 1)
     for c, category in enumerate(categories):
-        parts.append(_text(LEFT + slot * (c + 0.5), HEIGHT - BOTTOM + 15, category))
+        parts.append(_category_label(LEFT + slot * (c + 0.5), category, slot=slot))
     for k, series in enumerate(plot.series):
         colour = COLOURS[k % len(COLOURS)]
         for i, (x, y) in enumerate(zip(series.x, series.y, strict=False)):

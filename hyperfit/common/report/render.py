@@ -108,9 +108,9 @@ def markdown_html(markdown: str) -> Markup:
 
 
 def markdown_escape(text: str) -> str:
-    """Text for a Markdown file: raw HTML in it would be live in most Markdown viewers, so ``&``, ``<`` and
-    ``>`` become entities (they display as the characters)."""
-    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text for a Markdown file: raw HTML in it would be live in most Markdown viewers, so every ``<`` becomes
+    ``&lt;`` (displayed as "<"); without it no tag can open."""
+    return str(text).replace("<", "&lt;")
 
 
 def markdown_cell(text: str) -> str:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from hyperfit.common.config import RunConfig, close_progress_bars, config_dict, parse_config
+from hyperfit.common.config import RunConfig, close_progress_bars, config_dict, parse_recipe_config
 from hyperfit.common.runs import (
     HyperfitError,
     Run,
@@ -19,40 +19,73 @@ from hyperfit.common.runs import (
     write_json,
 )
 from hyperfit.common.train import build_accelerator
-from hyperfit.recipes.experiments.data_order import data_order
-from hyperfit.recipes.experiments.data_size import data_size, size_epochs
-from hyperfit.recipes.experiments.domain import domain, domain_sources
-from hyperfit.recipes.experiments.early_stop import early_stop
-from hyperfit.recipes.experiments.lr_epochs import lr_epochs
-from hyperfit.recipes.experiments.report import write_experiment_report
-from hyperfit.recipes.experiments.shared import CONFIGS, PRESETS, Context, Outcome, _floats, _ints
-from hyperfit.recipes.experiments.which_layers import which_layers
+from hyperfit.recipes.experiments.data_order import data_order, data_order_report
+from hyperfit.recipes.experiments.data_size import data_size, data_size_report, size_epochs
+from hyperfit.recipes.experiments.domain import domain, domain_report, domain_sources
+from hyperfit.recipes.experiments.early_stop import early_stop, early_stop_report
+from hyperfit.recipes.experiments.lr_epochs import lr_epochs, lr_epochs_report
+from hyperfit.recipes.experiments.report import SectionsOf, write_experiment_report
+from hyperfit.recipes.experiments.shared import (
+    PRESETS,
+    Context,
+    ExperimentRecipeConfig,
+    Outcome,
+    _floats,
+    _ints,
+)
+from hyperfit.recipes.experiments.which_layers import which_layers, which_layers_report
 from hyperfit.text.data import check_source
 from hyperfit.text.model import ModelConfig, load_causal_lm, resolve_model
 
-QUESTIONS = {
-    "data-size": "Paper §6.3 / Fig. 5 right: greedy TTR against the number of training blocks N with the number of "
-    "optimizer updates held fixed (fewer blocks = more epochs). Paper: TTR stays high down to 16 samples and "
-    "collapses at 8, the batch size.",
-    "data-order": "Paper §6.1 / Fig. 5 left: the same blocks in different orders; pairwise top-1 agreement of the "
-    "hyperfitted models on the held-out blocks. Paper: about 30 % of top-1 predictions differ.",
-    "domain": "Paper §6.2 / Table 4: hyperfit on each training domain, evaluate on every domain's held-out prompts. "
-    "Paper: News > Wikipedia > Fiction as training data, no in-domain advantage.",
-    "lr-epochs": "Reviewers' request (PAPER.md §10): sensitivity to the learning rate and the number of epochs.",
-    "early-stop": "Reviewers' request (PAPER.md §10): is near-zero training loss needed, or does any fine-tuning on "
-    "the same blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P.",
-    "which-layers": "Where the effect lives (Li et al. 2026: the change sits in the final block; LoRA on the last 5 "
-    "layers suffices): full hyperfitting vs the last block only, embeddings + head only and LoRA, at equal updates.",
-}
 
-EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
-    "data-size": data_size,
-    "data-order": data_order,
-    "domain": domain,
-    "lr-epochs": lr_epochs,
-    "early-stop": early_stop,
-    "which-layers": which_layers,
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment: the question it answers, the function that runs it and the one that reports it."""
+
+    question: str
+    run: Callable[[Context], Outcome]
+    report: SectionsOf
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "data-size": Experiment(
+        "Paper §6.3 / Fig. 5 right: greedy TTR against the number of training blocks N with the number of "
+        "optimizer updates held fixed (fewer blocks = more epochs). Paper: TTR stays high down to 16 samples and "
+        "collapses at 8, the batch size.",
+        data_size,
+        data_size_report,
+    ),
+    "data-order": Experiment(
+        "Paper §6.1 / Fig. 5 left: the same blocks in different orders; pairwise top-1 agreement of the "
+        "hyperfitted models on the held-out blocks. Paper: about 30 % of top-1 predictions differ.",
+        data_order,
+        data_order_report,
+    ),
+    "domain": Experiment(
+        "Paper §6.2 / Table 4: hyperfit on each training domain, evaluate on every domain's held-out prompts. "
+        "Paper: News > Wikipedia > Fiction as training data, no in-domain advantage.",
+        domain,
+        domain_report,
+    ),
+    "lr-epochs": Experiment(
+        "Asked for in the paper's reviews: sensitivity to the learning rate and the number of epochs.",
+        lr_epochs,
+        lr_epochs_report,
+    ),
+    "early-stop": Experiment(
+        "Asked for in the paper's reviews: is near-zero training loss needed, or does any fine-tuning on the same "
+        "blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P.",
+        early_stop,
+        early_stop_report,
+    ),
+    "which-layers": Experiment(
+        "Where the effect lives (Li et al. 2026: the change sits in the final block; LoRA on the last 5 layers "
+        "suffices): full hyperfitting vs the last block only, embeddings + head only and LoRA, at equal updates.",
+        which_layers,
+        which_layers_report,
+    ),
 }
+QUESTIONS = {name: experiment.question for name, experiment in EXPERIMENTS.items()}
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -60,9 +93,9 @@ EXPERIMENTS: dict[str, Callable[[Context], Outcome]] = {
 # ------------------------------------------------------------------------------------------------------------
 
 
-def check(name: str, configs: tuple) -> None:
+def check(name: str, cfg: ExperimentRecipeConfig) -> None:
     """Reject contradictions before any model is loaded, each with the flag to change."""
-    _, data_cfg, train_cfg, _, _, exp = configs
+    data_cfg, train_cfg, exp = cfg.data, cfg.train, cfg.exp
     if name == "domain":
         sources = domain_sources(exp.domains)
         if len(sources) < 2:
@@ -121,59 +154,54 @@ def prepare_base_model(model_cfg: ModelConfig, out: Path) -> tuple[ModelConfig, 
     return ModelConfig(model=str(target)), f"{description}, de-quantised once into {target}"
 
 
-def main(name: str, configs: tuple) -> dict:
+def main(name: str, cfg: ExperimentRecipeConfig) -> dict:
     if name not in EXPERIMENTS:
         raise HyperfitError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
-    check(name, configs)
-    model_cfg, data_cfg, train_cfg, eval_cfg, run_cfg, exp = configs
-    out = Path(run_cfg.out)
-    run = Run.open(out, overwrite=run_cfg.overwrite, resume=run_cfg.resume, command=f"experiment {name}")
+    check(name, cfg)
+    out = Path(cfg.run.out)
+    run = Run.open(out, overwrite=cfg.run.overwrite, resume=cfg.run.resume, command=f"experiment {name}")
     # Resuming a finished experiment only re-reads it: the wall time of the work stays the one it took.
     earlier_wall = read_json(out / "summary.json")["wall_seconds"] if run.is_finished else 0.0
-    write_json(out / "experiment.json", {"experiment": name, **config_dict(*configs)})
+    recorded = {"experiment": name, **config_dict(cfg)}
+    write_json(out / "experiment.json", recorded)
     run.commit()  # the experiment has started: an older one that --overwrite kept aside can go
-    base_cfg, description = prepare_base_model(model_cfg, out)
+    base_cfg, description = prepare_base_model(cfg.model, out)
     ctx = Context(
         out=out,
         model=base_cfg,
-        data=data_cfg,
-        train=train_cfg,
-        eval=eval_cfg,
-        exp=exp,
-        resume=run_cfg.resume,
-        accelerator=build_accelerator(train_cfg),
+        data=cfg.data,
+        train=cfg.train,
+        eval=cfg.eval,
+        exp=cfg.exp,
+        resume=cfg.run.resume,
+        accelerator=build_accelerator(cfg.train),
     )
-    outcome = EXPERIMENTS[name](ctx)
+    experiment = EXPERIMENTS[name]
+    outcome = experiment.run(ctx)
     summary = {
         "experiment": name,
-        "question": QUESTIONS[name],
+        "question": experiment.question,
         "model": description,
-        "data": exp.domains if name == "domain" else data_cfg.data,
+        "data": cfg.exp.domains if name == "domain" else cfg.data.data,
         "rows": outcome.rows,
         **outcome.facts,
         "notes": outcome.notes,
         "variants": sorted(p.name for p in (out / "runs").iterdir()),
         "wall_seconds": earlier_wall or run.wall_seconds(),
     }
-    write_experiment_report(out, summary, outcome, configs)
+    write_experiment_report(out, experiment.report, summary=summary, recorded=recorded)
     write_json(out / "summary.json", summary)  # written last: its presence marks the experiment finished
     print(f"{name}: report {out / 'report.html'}")
     return summary
 
 
 def rewrite_report(out: str | Path) -> Path:
-    """Re-render a finished experiment's report (``hyperfit report`` on an experiment directory).
-
-    The experiment runs again with ``--resume`` on the configuration recorded in ``experiment.json``: every
-    variant is finished and every derived number is cached, so it is read back from disk and nothing retrains.
-    """
+    """Re-render a finished experiment's report (``hyperfit report`` on an experiment directory) from its
+    summary.json, experiment.json and variant runs; nothing is loaded or retrained."""
     recorded = read_json(Path(out) / "experiment.json")
-    configs = tuple(
-        cls(**{f.name: recorded[f.name] for f in fields(cls) if f.name in recorded}) for cls in CONFIGS
-    )
-    run_cfg = replace(configs[4], out=str(out), resume=True, overwrite=False)
-    main(recorded["experiment"], (*configs[:4], run_cfg, configs[5]))
-    return Path(out) / "report.html"
+    if recorded.get("experiment") not in EXPERIMENTS:
+        raise HyperfitError(f"{out}/experiment.json names no known experiment; rerun the experiment.")
+    return write_experiment_report(out, EXPERIMENTS[recorded["experiment"]].report, recorded=recorded)
 
 
 USAGE = """usage: hyperfit experiment NAME [fit-text options] [experiment options] --out DIR
@@ -186,7 +214,7 @@ experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and on
   early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
   which-layers  full vs last block vs embeddings+head vs LoRA, equal updates   (--lora_layers, --lora_rank, --lora_lr)
 
---preset cpu (default) runs on 2 CPU cores in 7-12 minutes each; --preset paper is the paper's scale.
+--preset cpu (default) is sized for 2 CPU cores (7-12 minutes each there); --preset paper is the paper's scale.
 `hyperfit experiment NAME --help` lists every option."""
 
 
@@ -201,16 +229,18 @@ def cli(argv: list[str] | None = None) -> int:
         return 2
     if not any(a == "--preset" or a.startswith("--preset=") for a in rest):
         rest = ["--preset", "cpu", *rest]
-    configs: tuple = ()
+    cfg = None
     try:
-        configs = parse_config(CONFIGS, rest, presets=PRESETS, prog=f"hyperfit experiment {name}")
-        if configs[4].out == RunConfig().out:
-            configs = (*configs[:4], replace(configs[4], out=f"runs/experiments/{name}"), configs[5])
-        main(name, configs)
+        cfg = parse_recipe_config(
+            ExperimentRecipeConfig, rest, presets=PRESETS, prog=f"hyperfit experiment {name}"
+        )
+        if cfg.run.out == RunConfig().out:
+            cfg.run = replace(cfg.run, out=f"runs/experiments/{name}")
+        main(name, cfg)
     except KeyboardInterrupt:
         undo_unstarted_runs()
         close_progress_bars()
-        print(interrupted_message(configs[4].out if configs else None), file=sys.stderr)
+        print(interrupted_message(cfg.run.out if cfg is not None else None), file=sys.stderr)
         return 130
     except HyperfitError as err:
         undo_unstarted_runs()

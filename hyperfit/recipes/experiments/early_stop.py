@@ -1,13 +1,14 @@
-"""early-stop, a reviewers' request (PAPER.md §10): is near-zero training loss needed, or does any fine-tuning on
-the same blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P."""
+"""early-stop, asked for in the paper's reviews: is near-zero training loss needed, or does any fine-tuning on the
+same blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P."""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+from hyperfit.common.report import Plot, Section, Series
 from hyperfit.common.runs import HyperfitError, read_jsonl
-from hyperfit.recipes.experiments.report import svg_plot
-from hyperfit.recipes.experiments.shared import METRIC_COLUMNS, Context, Outcome, _cells, _metrics
+from hyperfit.recipes.experiments.shared import METRIC_COLUMNS, Context, Outcome, _metrics, metric_table
 
 
 def early_stop(ctx: Context) -> Outcome:
@@ -65,25 +66,6 @@ def early_stop(ctx: Context) -> Outcome:
         facts["early_run_minus_full_run_at_stop"] = {
             k: early["after"][k] - at_stop[k] for k in ("ttr", "loss")
         }
-    columns = [
-        ("variant", "model", "{}"),
-        ("epochs", "epochs", "{}"),
-        ("final_train_loss", "final train loss", "{:.3f}"),
-        ("loss", "held-out loss", "{:.3f}"),
-        *METRIC_COLUMNS,
-        *((f"{s}_{k}", f"{s} {k.replace('_', '-')}", "{:.3f}") for s in strategies for k in ("ttr", "rep_4")),
-    ]
-    series = {"held-out loss": [(r["epoch"], r["loss"]) for r in evals]}
-    plots = {
-        "heldout_loss.svg": svg_plot(
-            series, title=f"held-out loss (early stop at epoch {stop})", x_label="epoch"
-        ),
-        "ttr.svg": svg_plot(
-            {"greedy TTR": [(r["epoch"], r["ttr"]) for r in evals]},
-            title=f"greedy TTR (early stop at epoch {stop})",
-            x_label="epoch",
-        ),
-    }
     notes = [
         f"Early stop at epoch {stop} ({rule}; candidates are the full run's evaluations every "
         f"{ctx.train.eval_every_epochs} epochs). The early-stopped model is retrained into runs/early_stopped "
@@ -94,6 +76,40 @@ def early_stop(ctx: Context) -> Outcome:
         notes.append(
             "The held-out loss was lowest at the last epoch: the early-stopped model is the full run."
         )
-    return Outcome(
-        rows, [("Early-stopped fine-tune vs hyperfitted", *_cells(rows, columns))], plots, facts, notes
-    )
+    return Outcome(rows, facts, notes)
+
+
+def early_stop_report(summary: dict, out: Path, recorded: dict) -> list[Section]:
+    """Both models with every strategy in one table; the full run's held-out loss and TTR with the stop epoch."""
+    strategies = [s.strip() for s in recorded.get("strategies", "").split(",") if s.strip()]
+    columns = [
+        ("variant", "model", "{}"),
+        ("epochs", "epochs", "{}"),
+        ("final_train_loss", "final train loss", "{:.3f}"),
+        ("loss", "held-out loss", "{:.3f}"),
+        *METRIC_COLUMNS,
+        *((f"{s}_{k}", f"{s} {k.replace('_', '-')}", "{:.3f}") for s in strategies for k in ("ttr", "rep_4")),
+    ]
+    stop = summary["stop_epoch"]
+    evals = [r for r in read_jsonl(out / "runs/hyperfitted/metrics.jsonl") if r.get("kind") == "eval"]
+    epochs = [r["epoch"] for r in evals]
+    return [
+        Section(
+            "Early-stopped fine-tune vs hyperfitted",
+            [
+                metric_table(summary["rows"], columns),
+                Plot(
+                    f"held-out loss (early stop at epoch {stop})",
+                    [Series("held-out loss", epochs, [r["loss"] for r in evals])],
+                    x_label="epoch",
+                    y_label="nats / token",
+                ),
+                Plot(
+                    f"greedy TTR (early stop at epoch {stop})",
+                    [Series("greedy TTR", epochs, [r["ttr"] for r in evals])],
+                    x_label="epoch",
+                    y_label="TTR",
+                ),
+            ],
+        )
+    ]

@@ -1,26 +1,15 @@
-"""What every experiment shares: the configs and presets, the run context, held-out evaluation, table helpers.
+"""What every experiment shares: the configuration and presets, the run context, held-out evaluation, tables.
 
-Scale. ``--preset cpu`` (the default) is sized for 2 CPU cores from the costs in PAPER.md §13: SmolLM2-135M, Lee
-news, 32 blocks × 64 tokens, batch 8 (≈2 s per update at ≈250 training tokens/s in bf16), 16 held-out prompts,
-64 greedy tokens (≈11 s per evaluation), the GGUF file de-quantised once (≈28 s) and reloaded from safetensors
-(≈2 s) by every variant, ≈8 s to write each variant's final checkpoint. Wall time per experiment, measured
-with ``hyperfit experiment NAME --out runs/exp-NAME`` on 2 cores (2026-11-28; data-order and early-stop
-in an earlier session):
-
-    data-size   N = 8, 16, 32 at 80 updates each          11.7 min (700 s)
-    data-order  3 orders × 80 updates + top-1 statistics  11.4 min
-    domain      lee and wiki × 80 updates, 2 × 2 evals    11.8 min (708 s)
-    lr-epochs   2 learning rates × 20 epochs, eval every 5  8.8 min (529 s)
-    early-stop  20 epochs evaluated every 2 + early run    7.3 min
-
-``--preset paper`` is the paper's recipe (2,000 × 256 tokens, lr 1e-6, 20 epochs, 300 prompts × 96 tokens,
-5,000 updates for data-size); every size is also a flag (``--model``, ``--data``, ``--n_train``, ``--block_len``,
-``--sizes``, ...). Variants run one after another in one process (no ``accelerate launch``).
+Scale. ``--preset cpu`` (the default) is sized for 2 CPU cores: SmolLM2-135M, Lee news, 32 blocks × 64 tokens,
+batch 8, 16 held-out prompts, 64 greedy tokens; the GGUF file is de-quantised once into float32 safetensors and
+every variant reloads those (measured wall times per experiment are in the README). ``--preset paper`` is the
+paper's recipe (2,000 × 256 tokens, lr 1e-6, 20 epochs, 300 prompts × 96 tokens, 5,000 updates for data-size);
+every size is also a flag (``--model``, ``--data``, ``--n_train``, ``--block_len``, ``--sizes``, ...). Variants
+run one after another in one process (no ``accelerate launch``).
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,10 +18,12 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig
+from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_parts
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
+from hyperfit.common.report import Cell, Table
 from hyperfit.common.runs import HyperfitError, read_json, write_json
 from hyperfit.recipes import fit_text
+from hyperfit.recipes.fit_text import FitTextConfig
 from hyperfit.text.data import TextDataConfig
 from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm
 
@@ -86,10 +77,30 @@ class ExperimentConfig:
     )
 
 
-CONFIGS = (*fit_text.CONFIGS, ExperimentConfig)
+@dataclass
+class ExperimentRecipeConfig:
+    """Everything ``hyperfit experiment NAME`` takes: the fit-text settings every variant shares, and what varies."""
+
+    model: ModelConfig = field(
+        default_factory=ModelConfig, metadata={"help": "The base model of every variant."}
+    )
+    data: TextDataConfig = field(
+        default_factory=TextDataConfig, metadata={"help": "Training and held-out text."}
+    )
+    train: TrainConfig = field(
+        default_factory=TrainConfig, metadata={"help": "How each variant is hyperfitted."}
+    )
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "What each evaluation measures."})
+    run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The experiment directory."})
+    exp: ExperimentConfig = field(
+        default_factory=ExperimentConfig, metadata={"help": "What the variants vary."}
+    )
+
+
+CONFIGS = config_parts(ExperimentRecipeConfig)
 
 PRESETS = {
-    # 2 CPU cores, 7-12 minutes per experiment (measured times in the module docstring).
+    # Sized for 2 CPU cores (measured wall times per experiment in the README).
     "cpu": dict(
         model=DEFAULT_MODEL,
         data="lee",
@@ -135,11 +146,10 @@ METRIC_COLUMNS = [
 
 @dataclass
 class Outcome:
-    """What one experiment hands to the report: rows for summary.json, tables, plots and notes."""
+    """What one experiment measured: one row per variant for summary.json, derived facts and notes. Its report
+    is built from the summary alone (each experiment's ``*_report``), so it can be rewritten from disk."""
 
     rows: list[dict]
-    tables: list[tuple[str, list[str], list[list[str]]]]  # (caption, header, cells)
-    plots: dict[str, str]  # file name → SVG
     facts: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -174,7 +184,9 @@ class Context:
             train = replace(train, checkpoint_every_epochs=max(train.epochs, 1))
         run_cfg = RunConfig(out=str(self.run_dir(variant)), resume=self.resume, save_model=save_model)
         evaluation = evaluation or replace(self.eval, strategies="")
-        summary = fit_text.main((self.model, data or self.data, train, evaluation, run_cfg))
+        summary = fit_text.main(
+            FitTextConfig(model=self.model, data=data or self.data, train=train, eval=evaluation, run=run_cfg)
+        )
         if not self.exp.keep_weights:  # a finished run never resumes, so its checkpoint is dead weight
             shutil.rmtree(self.run_dir(variant) / "checkpoints", ignore_errors=True)
         return summary
@@ -250,11 +262,10 @@ def _floats(text: str, flag: str) -> list[float]:
         raise HyperfitError(f"--{flag} must be a comma list of numbers, got {text!r}.") from err
 
 
-def _fmt(value, pattern: str = "{:.3f}") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return pattern.format(value) if isinstance(value, int | float) else str(value)
-
-
-def _cells(rows: list[dict], columns: list[tuple[str, str, str]]) -> tuple[list[str], list[list[str]]]:
-    return [label for _, label, _ in columns], [[_fmt(r.get(k), p) for k, _, p in columns] for r in rows]
+def metric_table(rows: list[dict], columns: list[tuple[str, str, str]], *, caption: str = "") -> Table:
+    """One table row per dict: ``columns`` are (key, header, format); a missing value shows "–"."""
+    return Table(
+        [label for _, label, _ in columns],
+        [[Cell(r.get(key), fmt=fmt) for key, _, fmt in columns] for r in rows],
+        caption=caption,
+    )

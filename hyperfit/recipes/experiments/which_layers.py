@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,8 +13,10 @@ import torch
 from hyperfit.common import stats
 from hyperfit.common.analysis import ttr
 from hyperfit.common.evaluate import collect_token_stats
+from hyperfit.common.report import Cell, Section, Table
+from hyperfit.common.report.render import format_value
 from hyperfit.common.runs import read_jsonl
-from hyperfit.recipes.experiments.shared import Context, Outcome, _fmt
+from hyperfit.recipes.experiments.shared import Context, Outcome
 from hyperfit.text.model import ModelConfig
 
 # (variant, --train_layers, LoRA?) in report order; LoRA uses --lora_layers / --lora_rank / --lora_lr.
@@ -101,66 +104,6 @@ def which_layers(ctx: Context) -> Outcome:
             }
         rows.append(row)
 
-    def ci(row, key, pattern="{:.3f}"):
-        low, high = row[f"{key}_ci"]
-        return f"{_fmt(row[key], pattern)} [{_fmt(low, pattern)}, {_fmt(high, pattern)}]"
-
-    def diff(d):
-        if d is None:
-            return "–"
-        return f"{d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}], p {d['p']:.3f}"
-
-    header = [
-        "variant",
-        "trained",
-        "params",
-        "lr",
-        "final train loss",
-        "TTR [95 % CI]",
-        "TTR − original",
-        "TTR − full",
-        "entropy (nats)",
-        "top-1 prob",
-        "held-out perplexity",
-    ]
-    cells = [
-        [
-            r["variant"],
-            r["train_layers"] + (f" (LoRA r {r['lora_r']})" if r["lora_r"] else ""),
-            _fmt(r["trainable_params"], "{:,}"),
-            _fmt(r["lr"], "{:g}"),
-            _fmt(r["final_train_loss"]),
-            ci(r, "ttr"),
-            diff(r["ttr_minus_original"]),
-            diff(r["ttr_minus_full"]),
-            ci(r, "entropy"),
-            ci(r, "top1_prob"),
-            ci(r, "perplexity", "{:.1f}"),
-        ]
-        for r in rows
-    ]
-    retention_domains = sorted({d for r in rows for d in r.get("retention", {})})
-    retention_cells = [
-        [
-            r["variant"],
-            *(
-                f"{_fmt(r['retention'][d]['perplexity_after'], '{:.1f}')} (×{r['retention'][d]['ratio']:.2f} "
-                f"[{r['retention'][d]['ratio_ci'][0]:.2f}, {r['retention'][d]['ratio_ci'][1]:.2f}])"
-                for d in retention_domains
-            ),
-        ]
-        for r in rows
-        if "retention" in r
-    ]
-    tables = [("Which parameters are hyperfitted (equal updates)", header, cells)]
-    if retention_domains:
-        tables.append(
-            (
-                "Retention: perplexity on the other bundled corpora after hyperfitting (× original)",
-                ["variant", *retention_domains],
-                retention_cells,
-            )
-        )
     full_ttr = rows[1]["ttr"]
     notes = [
         f"Every variant runs {ctx.train.epochs} epochs of the same blocks in the same order (the same updates); "
@@ -180,10 +123,78 @@ def which_layers(ctx: Context) -> Outcome:
         verdict = "interval includes 0" if d["ci_includes_zero"] else ("below" if d["diff"] < 0 else "above")
         notes.append(
             f"{r['variant']}: TTR {r['ttr']:.3f} vs full {full_ttr:.3f} ({verdict}); final train loss "
-            f"{_fmt(r['final_train_loss'])}."
+            f"{format_value(r['final_train_loss'])}."
         )
     facts = {"variants": [v for v, _, _ in VARIANTS]}
-    return Outcome(rows, tables, {}, facts, notes)
+    return Outcome(rows, facts, notes)
+
+
+def _interval(row: dict, key: str, fmt: str = "{:.3f}") -> Cell:
+    return Cell(row[key], ci=tuple(row[f"{key}_ci"]), fmt=fmt)
+
+
+def _difference(d: dict | None) -> Cell | None:
+    """A paired difference with its interval and permutation p."""
+    return None if d is None else Cell(d["diff"], ci=tuple(d["ci"]), fmt="{:+.3f}", note=f"p {d['p']:.3f}")
+
+
+def which_layers_report(summary: dict, out: Path, recorded: dict) -> list[Section]:
+    """One row per variant with intervals and paired differences; the retention ratios on the other corpora."""
+    rows = summary["rows"]
+    table = Table(
+        [
+            "variant",
+            "trained",
+            "params",
+            "lr",
+            "final train loss",
+            "TTR [95 % CI]",
+            "TTR − original",
+            "TTR − full",
+            "entropy (nats)",
+            "top-1 prob",
+            "held-out perplexity",
+        ],
+        [
+            [
+                r["variant"],
+                r["train_layers"] + (f" (LoRA r {r['lora_r']})" if r["lora_r"] else ""),
+                Cell(r["trainable_params"], fmt="{:,}"),
+                Cell(r["lr"], fmt="{:g}"),
+                Cell(r["final_train_loss"]),
+                _interval(r, "ttr"),
+                _difference(r["ttr_minus_original"]),
+                _difference(r["ttr_minus_full"]),
+                _interval(r, "entropy"),
+                _interval(r, "top1_prob"),
+                _interval(r, "perplexity", "{:.1f}"),
+            ]
+            for r in rows
+        ],
+    )
+    sections = [Section("Which parameters are hyperfitted (equal updates)", [table])]
+    domains = sorted({d for r in rows for d in r.get("retention", {})})
+    if domains:
+        retention = Table(
+            ["variant", *(f"{d} perplexity" for d in domains), *(f"{d} × original" for d in domains)],
+            [
+                [
+                    r["variant"],
+                    *(Cell(r["retention"][d]["perplexity_after"], fmt="{:.1f}") for d in domains),
+                    *(
+                        Cell(
+                            r["retention"][d]["ratio"], ci=tuple(r["retention"][d]["ratio_ci"]), fmt="{:.2f}"
+                        )
+                        for d in domains
+                    ),
+                ]
+                for r in rows
+                if "retention" in r
+            ],
+        )
+        title = "Retention: perplexity on the other bundled corpora after hyperfitting (× original)"
+        sections.append(Section(title, [retention]))
+    return sections
 
 
 def _block_stats(blocks: torch.Tensor):

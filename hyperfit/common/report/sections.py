@@ -1,0 +1,314 @@
+"""Report blocks every run shares, built from a run directory's ``summary.json`` and ``metrics.jsonl`` alone.
+
+Everything here is about ids and logits: the before/after table (for the metric rows a caller names), the
+per-evaluation table and training curves (paper Fig. 2), the models × decoding strategies table (Tables 1-2), the
+sharpness and reference-rank comparison (Table 3, Fig. 4) and the copied-span histogram (Fig. 3). Callers add
+their own rows, columns, samples and figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hyperfit.common.report.data import Cell, Plot, Section, Series, Table
+
+MetricRow = tuple[str, str, str]  # (summary key, label, format)
+
+# Headline metrics of any run's evaluation, in report order (each shown only when the summary holds it).
+HEADLINE_ROWS: tuple[MetricRow, ...] = (
+    ("ttr", "greedy TTR (last 96 generated ids)", "{:.3f}"),
+    ("entropy", "held-out next-token entropy (nats)", "{:.3f}"),
+    ("top1_prob", "held-out mean top-1 probability", "{:.3f}"),
+    ("target_top1", "held-out reference token ranked first", "{:.3f}"),
+    ("loss", "held-out loss (nats/token)", "{:.3f}"),
+    ("perplexity", "held-out perplexity (corpus)", "{:.1f}"),
+    ("seq_perplexity", "held-out perplexity (mean per block)", "{:.1f}"),
+    ("gen_entropy", "entropy at generated positions (nats)", "{:.3f}"),
+    ("gen_top1_prob", "top-1 probability at generated positions", "{:.3f}"),
+    ("gen_length", "generated tokens per prompt", "{:.1f}"),
+    ("rep_4", "rep-4 of the greedy continuations (SimCTG)", "{:.3f}"),
+    ("loop_share", "continuations ending in a repeated phrase", "{:.3f}"),
+)
+
+# Sharpness and repetition side by side across runs (``hyperfit compare``), as in paper Tables 1-3.
+CROSS_RUN_ROWS: tuple[MetricRow, ...] = (
+    ("ttr", "greedy TTR (last 96 generated ids)", "{:.3f}"),
+    ("entropy", "held-out next-token entropy (nats)", "{:.3f}"),
+    ("top1_prob", "held-out mean top-1 probability", "{:.3f}"),
+    ("perplexity", "held-out perplexity", "{:.1f}"),
+    ("gen_entropy", "entropy at generated positions (nats)", "{:.3f}"),
+    ("rep_4", "rep-4 of the generations", "{:.3f}"),
+    ("loop_share", "generations ending in a repeated phrase", "{:.3f}"),
+)
+
+# Generation metrics of ``compare.generation_metrics`` per model × strategy, in table order.
+DECODING_COLUMNS: tuple[str, ...] = (
+    "ttr",
+    "rep_2",
+    "rep_3",
+    "rep_4",
+    "diversity",
+    "distinct_2",
+    "self_bleu",
+    "loop_share",
+    "copy_gt10_share",
+    "copy_mean_longest",
+    "blocker_fired",
+    "blocker_changed",
+    "temperature",
+)
+
+SHARPNESS_KEYS = (
+    "entropy",
+    "top1_prob",
+    "top3_prob",
+    "top5_prob",
+    "hits_at_1",
+    "hits_at_5",
+    "mean_rank",
+    "median_rank",
+    "perplexity",
+)
+
+# Longest copied span (tokens) in bands, for the copy histogram.
+COPY_BANDS = (
+    ("0–4", 0, 4),
+    ("5–7", 5, 7),
+    ("8–10", 8, 10),
+    ("11–15", 11, 15),
+    ("16–31", 16, 31),
+    ("≥32", 32, 10**9),
+)
+
+
+def change(before, after) -> str:
+    """Relative change in whole percent ("+55 %"), or "–" when it is undefined."""
+    if not isinstance(before, int | float) or not isinstance(after, int | float) or not before:
+        return "–"
+    return f"{(after - before) / before * 100:+.0f} %"
+
+
+def before_after_table(summary: dict, rows: Sequence[MetricRow], *, caption: str = "") -> Table | None:
+    """metric | before | after | change, for each row whose key both ``summary["before"]`` and ``["after"]`` hold."""
+    before, after = summary.get("before", {}), summary.get("after", {})
+    cells = [
+        [label, Cell(before[key], fmt=fmt), Cell(after[key], fmt=fmt), change(before[key], after[key])]
+        for key, label, fmt in rows
+        if key in before and key in after
+    ]
+    if not cells:
+        return None
+    return Table(["metric", "before", "after", "change"], cells, caption=caption)
+
+
+def per_evaluation_table(metrics: list[dict]) -> Table | None:
+    """One row per evaluation: epoch, mean train loss of that epoch, held-out loss, TTR, entropy, top-1."""
+    evals = [r for r in metrics if r.get("kind") == "eval"]
+    if not evals:
+        return None
+    epoch_loss = {r["epoch"]: r["train_loss"] for r in metrics if r.get("kind") == "epoch"}
+    return Table(
+        ["epoch", "train loss", "held-out loss", "TTR", "entropy", "top-1"],
+        [
+            [
+                r["epoch"],
+                epoch_loss.get(r["epoch"]),
+                r.get("loss"),
+                r.get("ttr"),
+                r.get("entropy"),
+                r.get("top1_prob"),
+            ]
+            for r in evals
+        ],
+    )
+
+
+def training_curves(metrics: list[dict]) -> list[Plot]:
+    """Paper Fig. 2 per epoch: training and held-out loss in one chart, greedy TTR, held-out entropy."""
+    epochs = [r for r in metrics if r.get("kind") == "epoch"]
+    evals = [r for r in metrics if r.get("kind") == "eval"]
+
+    def series(name: str, records: list[dict], key: str) -> Series:
+        return Series(name, [r["epoch"] for r in records], [r.get(key, float("nan")) for r in records])
+
+    plots = [
+        Plot(
+            "training and held-out loss",
+            [series("train loss", epochs, "train_loss"), series("held-out loss", evals, "loss")],
+            x_label="epoch",
+            y_label="nats / token",
+        ),
+        Plot("greedy TTR", [series("TTR", evals, "ttr")], x_label="epoch", y_label="TTR"),
+        Plot(
+            "held-out next-token entropy",
+            [series("entropy", evals, "entropy")],
+            x_label="epoch",
+            y_label="nats",
+        ),
+    ]
+    return [p for p in plots if any(s.x for s in p.series)]
+
+
+def decoding_table(summary: dict, *, columns: Sequence[str] = DECODING_COLUMNS) -> Table | None:
+    """One row per model × decoding strategy (paper Tables 1-2): ``summary["decoding"][model][strategy]``; a value
+    with a recorded ``<key>_ci`` shows its interval."""
+
+    def cell(metrics: dict, key: str):
+        value = metrics.get(key)
+        interval = metrics.get(f"{key}_ci")
+        return Cell(value, ci=tuple(interval)) if interval and isinstance(value, float) else value
+
+    rows = [
+        [model_name, strategy, *(cell(m, key) for key in columns)]
+        for model_name, strategies in summary.get("decoding", {}).items()
+        for strategy, m in strategies.items()
+    ]
+    return Table(["model", "decoding", *columns], rows) if rows else None
+
+
+def length_table(summary: dict) -> Table | None:
+    """TTR and rep-4 of each model × decoding at each scored length (``decoding_by_length``), longest last."""
+    by_length = dict(summary.get("decoding_by_length") or {})
+    if not by_length:
+        return None
+    by_length[str(summary.get("max_new_tokens", "all"))] = summary.get("decoding", {})
+    header = ["model", "decoding"] + [f"{key} @{length}" for length in by_length for key in ("TTR", "rep-4")]
+    rows = []
+    for model_name, strategies in summary.get("decoding", {}).items():
+        for strategy in strategies:
+            cells: list = [model_name, strategy]
+            for table in by_length.values():
+                metrics = table.get(model_name, {}).get(strategy, {})
+                cells += [metrics.get("ttr"), metrics.get("rep_4")]
+            rows.append(cells)
+    return Table(header, rows)
+
+
+def _rank_shares(side: dict) -> dict[str, float]:
+    return {band: count / side["n_positions"] for band, count in side.get("rank_histogram", {}).items()}
+
+
+def sharpness_table(summary: dict) -> Table | None:
+    """Original vs hyperfitted sharpness and reference-token ranks on the held-out blocks (paper Table 3)."""
+    sharp = summary.get("sharpness")
+    if not sharp:
+        return None
+    before, after = sharp["before"], sharp["after"]
+    rows: list[list] = [[key, Cell(before[key]), Cell(after[key])] for key in SHARPNESS_KEYS if key in before]
+    after_shares = _rank_shares(after)
+    rows += [
+        [f"reference rank {band}", share, after_shares.get(band, 0.0)]
+        for band, share in _rank_shares(before).items()
+    ]
+    shift = sharp["rank_shift"]
+    rows.append(
+        [
+            "rank improved / unchanged / worsened",
+            "",
+            f"{shift['share_improved']:.3f} / {shift['share_unchanged']:.3f} / {shift['share_worsened']:.3f}",
+        ]
+    )
+    rows.append(["top-1 agreement original vs hyperfitted", "", sharp["top1_agreement"]])
+    return Table(["held-out (teacher-forced)", "original", "hyperfitted"], rows)
+
+
+def _bars(title: str, groups: dict[str, dict[str, float]], *, x_label: str) -> Plot:
+    return Plot(
+        title,
+        [Series(name, list(shares), list(shares.values())) for name, shares in groups.items()],
+        kind="bar",
+        x_label=x_label,
+        y_label="share of positions",
+    )
+
+
+def sharpness_plots(summary: dict) -> list[Plot]:
+    """Reference-rank, entropy and top-1 distributions (original vs hyperfitted, shares of held-out positions)
+    and the longest span each greedy continuation copies from the training data (paper Fig. 3)."""
+    plots = []
+    sharp = summary.get("sharpness", {})
+    if "rank_histogram" in sharp.get("before", {}):
+        groups = {"original": _rank_shares(sharp["before"]), "hyperfitted": _rank_shares(sharp["after"])}
+        plots.append(_bars("rank of the reference token", groups, x_label="rank"))
+    for key, title, x_label in (
+        ("entropy_histogram", "next-token entropy", "nats"),
+        ("top1_histogram", "top-1 probability", "probability"),
+    ):
+        if key in sharp:
+            groups = {"original": sharp[key]["before"], "hyperfitted": sharp[key]["after"]}
+            plots.append(_bars(title, groups, x_label=x_label))
+    decoding = summary.get("decoding", {})
+    spans = {
+        name: decoding[name]["greedy"]["copy_histogram"]
+        for name in ("original", "hyperfitted")
+        if "copy_histogram" in decoding.get(name, {}).get("greedy", {})
+    }
+    if spans:
+        groups = {}
+        for name, histogram in spans.items():
+            total = sum(histogram.values()) or 1
+            groups[name] = {
+                label: sum(c for k, c in histogram.items() if lo <= int(k) <= hi) / total
+                for label, lo, hi in COPY_BANDS
+            }
+        plot = _bars("longest span copied from the training data, greedy", groups, x_label="tokens")
+        plot.y_label = "share of continuations"
+        plots.append(plot)
+    return plots
+
+
+def cross_run_table(summaries: dict[str, dict], rows: Sequence[MetricRow]) -> Table:
+    """One column per run and side ("<name> before", "<name> after"), one row per metric some run holds."""
+    columns = [f"{name} {side}" for name in summaries for side in ("before", "after")]
+    cells = []
+    for key, label, fmt in rows:
+        values = [s.get(side, {}).get(key) for s in summaries.values() for side in ("before", "after")]
+        if any(v is not None for v in values):
+            cells.append([label, *(Cell(v, fmt=fmt) for v in values)])
+    return Table(["metric", *columns], cells)
+
+
+def cross_run_plots(
+    summaries: dict[str, dict], rows: Sequence[MetricRow], *, share_keys: Sequence[str]
+) -> list[Plot]:
+    """The cross-run table as charts: the relative change of every metric per run, and the metrics that are
+    shares (``share_keys``: TTR, top-1 probability, rep-4, ...) before and after, per run."""
+    changes, shares = [], []
+    for name, summary in summaries.items():
+        before, after = summary.get("before", {}), summary.get("after", {})
+        labels, values = [], []
+        for key, _, _ in rows:
+            b, a = before.get(key), after.get(key)
+            if isinstance(b, int | float) and isinstance(a, int | float) and b:
+                labels.append(key)
+                values.append((a - b) / b * 100)
+        if labels:
+            changes.append(Series(name, labels, values))
+        for side in ("before", "after"):
+            unit = [key for key in share_keys if isinstance(summary.get(side, {}).get(key), int | float)]
+            if unit:
+                shares.append(Series(f"{name} {side}", unit, [summary[side][key] for key in unit]))
+    plots = []
+    if changes:
+        plots.append(
+            Plot(
+                "change after hyperfitting",
+                changes,
+                kind="bar",
+                x_label="metric",
+                y_label="% of the original",
+            )
+        )
+    if shares:
+        plots.append(Plot("shares before and after", shares, kind="bar", x_label="metric", y_label="share"))
+    return plots
+
+
+def drop_empty(sections: list[Section]) -> list[Section]:
+    """The sections with the blocks a run does not have (``None``) left out, and the sections left empty."""
+    kept = []
+    for section in sections:
+        blocks = [b for b in section.blocks if b is not None]
+        if blocks:
+            kept.append(Section(section.title, blocks))
+    return kept
