@@ -7,6 +7,7 @@ repetition penalty works here and in ``generate``. Sharpness is measured on the 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,17 @@ class Decoded:
     def sequences(self) -> list[list[int]]:
         """Generated ids per row, cut at the end-of-sequence id (never counted as content)."""
         return [row[: int(n)].tolist() for row, n in zip(self.new_ids, self.lengths, strict=True)]
+
+
+# Rows are checked for having all finished only every this many steps: each check is a host round trip (a
+# device sync on GPUs), and a finished row is only padded meanwhile, so the tokens are the same.
+EOS_CHECK_EVERY = 8
+
+
+def _keeps_last_logits_only(model: torch.nn.Module) -> dict:
+    """``{"logits_to_keep": 1}`` for models that can skip the vocabulary projection of all but the last position
+    (most Hugging Face causal LMs): the prompt's other logits are never used."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(type(model).forward).parameters else {}
 
 
 def _cache_kwargs(out) -> dict:
@@ -76,7 +88,7 @@ def decode(
     finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
     lengths = torch.zeros(b, dtype=torch.long, device=ids.device)
     entropies, top1s = [], []
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids, use_cache=True, **_keeps_last_logits_only(model))
     for step in range(max_new_tokens):
         raw = out.logits[:, -1, :].float()
         logprobs = torch.log_softmax(raw, dim=-1)
@@ -101,7 +113,9 @@ def decode(
         ids = torch.cat([ids, next_ids[:, None]], dim=1)
         # No forward after the last token: its logits are never used, and for a model whose positions end
         # exactly at prompt + max_new_tokens - 1 (ImageGPT: SOS + 1,023 inputs) it would index past the table.
-        if step == max_new_tokens - 1 or bool(finished.all()):
+        if step == max_new_tokens - 1:
+            break
+        if eos.numel() and step % EOS_CHECK_EVERY == EOS_CHECK_EVERY - 1 and bool(finished.all()):
             break
         out = model(input_ids=next_ids[:, None], use_cache=True, **_cache_kwargs(out))
     new_ids = ids[:, prompt_ids.size(1) :]

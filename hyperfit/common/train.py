@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from hyperfit.common.batch import count_label_tokens, make_batch, token_nll_sum
 from hyperfit.common.config import TrainConfig
+from hyperfit.common.hardware import fused_optimizer_kwargs, resolve_precision
 from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
 
 CHECKPOINT_DIR = "checkpoints/last"
@@ -28,11 +29,15 @@ EvaluateFn = Callable[..., dict]
 
 
 def build_accelerator(cfg: TrainConfig, *, cpu: bool | None = None) -> Accelerator:
-    """The run's single Accelerator. ``cpu=None`` uses a GPU when one is visible."""
+    """The run's single Accelerator. ``cpu=None`` uses a GPU when one is visible.
+
+    ``cfg.precision == "auto"`` is resolved here, in place (bf16 where the device multiplies bf16 natively, else
+    fp32), so the run's config.json records the precision that ran.
+    """
+    use_cpu = bool(cpu) if cpu is not None else not torch.cuda.is_available()
+    cfg.precision = resolve_precision(cfg.precision, "cpu" if use_cpu else "cuda")
     mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[cfg.precision]
-    return Accelerator(
-        mixed_precision=mixed, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available()
-    )
+    return Accelerator(mixed_precision=mixed, cpu=use_cpu)
 
 
 def disable_dropout(model: torch.nn.Module) -> int:
@@ -136,7 +141,7 @@ def train(
         model.gradient_checkpointing_enable()
     optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused_optimizer_kwargs(params))
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
 
@@ -153,7 +158,9 @@ def train(
         if evaluate is not None and accelerator.is_main_process:
             inner = accelerator.unwrap_model(model)
             inner.eval()
-            with torch.no_grad():
+            # One autocast region around the whole evaluation: autocast then casts each weight to bf16 once per
+            # evaluation instead of once per forward (each decoding step), with the same numbers.
+            with torch.no_grad(), accelerator.autocast():
                 metrics = evaluate(inner, epoch=epoch, step=step)
             inner.train()
             run.log({"kind": "eval", "epoch": epoch, "step": step, **metrics})
