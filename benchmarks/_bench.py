@@ -80,35 +80,112 @@ def interleaved(contenders: dict[str, Callable[[], float]], *, repeats: int) -> 
     return out
 
 
+def lockstep(
+    contenders: dict[str, Callable[[Callable[[], None]], None]], *, rounds: int
+) -> dict[str, list[float]]:
+    """Step-level interleaving of training loops that each own their loop (hyperfit's ``train``, HF ``Trainer``,
+    plain loops): every contender runs in its own thread and calls ``hook()`` before its first step and after
+    every step; only one contender runs at a time, one step per turn, in an order that rotates every round.
+
+    Returns, per contender, the seconds of each of its steps (``rounds`` of them, a warm-up step excluded), so
+    step i of every contender ran at nearly the same moment and load drift on a shared machine cancels in the
+    per-round ratios. Each contender must run at least ``rounds + 1`` steps.
+    """
+    import threading
+
+    names = list(contenders)
+    go = {name: threading.Semaphore(0) for name in names}
+    done = threading.Semaphore(0)
+    started: dict[str, float] = {}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    errors: list[BaseException] = []
+    finished: set[str] = set()
+
+    threads_per_op = torch.get_num_threads()
+
+    def worker(name: str) -> None:
+        torch.set_num_threads(threads_per_op)  # OpenMP's thread count is per thread: give each the caller's
+
+        def hook() -> None:
+            if name in started:
+                times[name].append(time.perf_counter() - started[name])
+            done.release()
+            go[name].acquire()
+            started[name] = time.perf_counter()
+
+        try:
+            go[name].acquire()  # the thread starts when first given the turn
+            contenders[name](hook)
+        except BaseException as err:  # noqa: BLE001 - reported in the main thread
+            errors.append(err)
+        finally:
+            finished.add(name)
+            done.release()
+
+    threads = {name: threading.Thread(target=worker, args=(name,), daemon=True) for name in names}
+    for thread in threads.values():
+        thread.start()
+    for name in names:  # let each set up and reach its first hook (model copies, optimizers, warm-up)
+        go[name].release()
+        done.acquire()
+        if errors:
+            raise errors[0]
+    for r in range(rounds + 1):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name in finished:
+                raise RuntimeError(f"{name} ran out of steps after {len(times[name])}; give it {rounds + 1}")
+            go[name].release()
+            done.acquire()
+            if errors:
+                raise errors[0]
+        if r:
+            print(
+                "    round " + f"{r}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names),
+                flush=True,
+            )
+    for name in names:  # let every loop finish (checkpoints, clean-up) one at a time
+        while name not in finished:
+            go[name].release()
+            done.acquire()
+        threads[name].join()
+        if errors:
+            raise errors[0]
+    return {name: values[1 : rounds + 1] for name, values in times.items()}
+
+
 def ratios(per_repeat: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
     """Ratio of two contenders within each repeat (the load of one repeat cancels)."""
     return [a / b for a, b in zip(per_repeat[numerator], per_repeat[denominator], strict=True)]
 
 
-def matmul_peak(dtype: torch.dtype, *, size: int = 2048, seconds: float = 3.0) -> dict:
-    """Best rate (FLOP/s) of square ``size`` products in ``dtype`` on the CPU, over about ``seconds``.
+def matmul_peak(dtype: torch.dtype, *, sizes: tuple[int, ...] = (1024, 2048), seconds: float = 4.0) -> dict:
+    """Best rate (FLOP/s) of square products in ``dtype`` on the CPU: the best single product of each size over
+    about ``seconds`` (best, not median: on a shared machine the best run is the one nothing else disturbed).
 
-    A dtype the CPU multiplies slowly (bf16 without AVX-512) is measured on a smaller product, so the measurement
-    stays short; the size used is recorded.
+    A dtype that the CPU multiplies slowly (bf16 without AVX-512) is measured on smaller products, so that the
+    measurement stays short; the sizes used are recorded.
     """
-    n = size
     probe = torch.randn(256, 256, dtype=dtype)
+    probe @ probe  # the first product pays for thread start-up and packing buffers
     start = time.perf_counter()
     probe @ probe
     probe_rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)
-    while n > 256 and 2 * n**3 / probe_rate > seconds / 3:
-        n //= 2
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b  # warm-up
-    best, deadline, runs = float("inf"), time.perf_counter() + seconds, 0
-    while runs < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-        runs += 1
-        if runs >= 50:
-            break
-    return {"flops": 2 * n**3 / best, "size": n, "runs": runs, "dtype": str(dtype).replace("torch.", "")}
+    best: dict[int, float] = {}
+    for n in sizes:
+        while n > 256 and 2 * n**3 / probe_rate > seconds / 10:
+            n //= 2
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b  # warm-up
+        fastest, deadline, runs = float("inf"), time.perf_counter() + seconds / len(sizes), 0
+        while runs < 3 or time.perf_counter() < deadline:
+            start = time.perf_counter()
+            a @ b
+            fastest = min(fastest, time.perf_counter() - start)
+            runs += 1
+        best[n] = 2 * n**3 / fastest
+    n = max(best, key=best.get)
+    return {"flops": best[n], "size": n, "by_size": best, "dtype": str(dtype).replace("torch.", "")}
 
 
 CACHE = RESULTS.parent.parent / "runs" / "cache" / "bench-smollm2"

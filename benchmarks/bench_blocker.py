@@ -13,10 +13,10 @@ import inspect
 import statistics
 import time
 
+import _bench
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import _bench
 from hyperfit.common.blocker import CitationBlocker
 
 VOCAB, PROMPTS, PROMPT_LEN, NEW_TOKENS, SEQ_LEN = 8192, 16, 32, 96, 256

@@ -3,11 +3,11 @@ blocks of 128 tokens (batch 8: 4 steps an epoch); an evaluation greedy-decodes 1
 96 tokens and computes teacher-forced statistics on the 16 held-out 128-token blocks, as ``fit-text`` does
 after every ``eval_every_epochs`` epochs.
 
-The epoch is timed at its steady-state step rate (its first step's warm-up excluded); the evaluation runs as the
-trainer runs it (no grad, one autocast region). Also projected, from the same measured rates: the ratio at the
+Training steps and evaluations run in lock step (one step, then one evaluation, each round; warm-ups excluded),
+and an epoch is 4 steps; the evaluation runs as the trainer runs it (no grad, one autocast region). Also projected, from the same measured rates: the ratio at the
 paper's shapes (2,000 blocks of 256 tokens; 300 prompts).
 
-    python benchmarks/bench_eval.py [--quick] [--repeats 2]
+    python benchmarks/bench_eval.py [--quick] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import argparse
 import copy
 import time
 
-import torch
-
 import _bench
-from bench_train import hyperfit_tokens_per_s
+import torch
+from bench_train import hyperfit_loop
+
 from hyperfit.common.evaluate import generation_stats, teacher_forced_stats
 from hyperfit.common.hardware import resolve_precision
 
@@ -39,8 +39,8 @@ def evaluation_seconds(model, eval_ids: torch.Tensor, *, new_tokens: int, precis
     return {"generation": middle - start, "teacher_forced": end - middle, "total": end - start}
 
 
-def run(*, quick: bool = False, repeats: int | None = None) -> dict:
-    repeats = repeats or 2
+def run(*, quick: bool = False, rounds: int | None = None) -> dict:
+    rounds = rounds or (2 if quick else 3)
     new_tokens = 48 if quick else NEW_TOKENS
     base, _ = _bench.smollm2()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -48,30 +48,34 @@ def run(*, quick: bool = False, repeats: int | None = None) -> dict:
     splits = _bench.lee_splits(32, 128, 16)
     train_ids, eval_ids = splits.train_ids, splits.eval_ids
     batch = 8
-    steps = 2 if quick else 3  # timed steps; the epoch time is 4 steps at the steady rate
-    epoch_tokens = train_ids.size(0) * (train_ids.size(1) - 1)
+    steps_per_epoch = train_ids.size(0) // batch
     parts: list[dict[str, float]] = []
 
-    def epoch():
-        ids = train_ids[: (steps + 1) * batch]
-        tps = hyperfit_tokens_per_s(copy.deepcopy(base).train(), ids, batch=batch, precision=precision)
-        return epoch_tokens / tps
+    def training(hook):
+        ids = train_ids.repeat(2, 1)[: (rounds + 1) * batch]
+        hyperfit_loop(copy.deepcopy(base).train(), ids, hook, batch=batch, precision=precision)
 
-    def evaluation():
-        parts.append(evaluation_seconds(base, eval_ids, new_tokens=new_tokens, precision=precision))
-        return parts[-1]["total"]
+    def evaluations(hook):
+        model = copy.deepcopy(base)
+        hook()
+        for _ in range(rounds + 1):
+            parts.append(evaluation_seconds(model, eval_ids, new_tokens=new_tokens, precision=precision))
+            hook()
 
     print(
-        f"evaluation vs epoch: {train_ids.size(0)} x {train_ids.size(1)} training blocks, {eval_ids.size(0)} "
-        f"held-out texts, {new_tokens} new tokens, precision {precision}, {repeats} repeats",
+        f"evaluation vs epoch: {train_ids.size(0)} x {train_ids.size(1)} training blocks (batch {batch}), "
+        f"{eval_ids.size(0)} held-out texts, {new_tokens} new tokens, precision {precision}, {rounds} rounds",
         flush=True,
     )
-    per_repeat = _bench.interleaved({"epoch": epoch, "evaluation": evaluation}, repeats=repeats)
-    ratio = _bench.ratios(per_repeat, "evaluation", "epoch")
-    gen = sum(p["generation"] for p in parts) / len(parts)
-    tf = sum(p["teacher_forced"] for p in parts) / len(parts)
-    epoch_s = sum(per_repeat["epoch"]) / len(per_repeat["epoch"])
+    seconds = _bench.lockstep({"train_step": training, "evaluation": evaluations}, rounds=rounds)
+    epoch = [s * steps_per_epoch for s in seconds["train_step"]]
+    ratio = [e / t for e, t in zip(seconds["evaluation"], epoch, strict=True)]
+    timed = parts[1:]
+    gen = sum(p["generation"] for p in timed) / len(timed)
+    tf = sum(p["teacher_forced"] for p in timed) / len(timed)
+    epoch_s = sum(epoch) / len(epoch)
     # Per-token rates measured above, applied to the paper's shapes.
+    epoch_tokens = train_ids.size(0) * (train_ids.size(1) - 1)
     train_rate = epoch_tokens / epoch_s
     gen_rate = eval_ids.size(0) * new_tokens / gen
     tf_rate = eval_ids.numel() / tf
@@ -84,7 +88,7 @@ def run(*, quick: bool = False, repeats: int | None = None) -> dict:
             "new_tokens": new_tokens,
             "batch": batch,
         },
-        "seconds": {name: _bench.spread(v) for name, v in per_repeat.items()},
+        "seconds": {"epoch": _bench.spread(epoch), "evaluation": _bench.spread(seconds["evaluation"])},
         "evaluation_parts_mean_s": {"generation": gen, "teacher_forced": tf},
         "eval_cost_vs_epoch": _bench.spread(ratio),
         "flop_ratio": (eval_ids.numel() + eval_ids.size(0) * new_tokens) * 2 / (epoch_tokens * 6),
@@ -99,10 +103,10 @@ def run(*, quick: bool = False, repeats: int | None = None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="48 new tokens, fewer timed steps")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="48 new tokens, fewer rounds")
+    parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
-    _bench.write_result("eval", run(quick=args.quick, repeats=args.repeats))
+    _bench.write_result("eval", run(quick=args.quick, rounds=args.rounds))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ import statistics
 import tempfile
 import time
 
+import _bench
 import torch
 
-import _bench
 from hyperfit.common.analysis import copy_report
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.config import TrainConfig
@@ -65,14 +65,20 @@ def run(*, quick: bool = False) -> dict:
     print(f"scaling: training epoch vs blocks {ns} (64 tokens, batch 8)", flush=True)
     epoch_s = [epoch_seconds(base, blocks[:n, :64].contiguous(), batch=8, precision=precision) for n in ns]
     lengths = [32, 64, 128] if quick else [32, 64, 128, 256]
-    print(f"scaling: training step vs block length {lengths} (batch 4, 2 steps, the second timed)", flush=True)
+    print(
+        f"scaling: training step vs block length {lengths} (batch 4, 2 steps, the second timed)", flush=True
+    )
     step_s = []
     for length in lengths:
         ids = (blocks.reshape(-1, 256) if length > 128 else blocks)[:8, :length].contiguous()
         step_s.append(epoch_seconds(base, ids[:4], batch=4, precision=precision))
         step_s[-1] = epoch_seconds(base, ids, batch=4, precision=precision) - step_s[-1]
     out["train_epoch_vs_blocks"] = {"blocks": ns, "seconds": epoch_s, "fit": fit_line(ns, epoch_s)}
-    out["train_step_vs_block_len"] = {"block_len": lengths, "seconds": step_s, "fit": fit_line(lengths, step_s)}
+    out["train_step_vs_block_len"] = {
+        "block_len": lengths,
+        "seconds": step_s,
+        "fit": fit_line(lengths, step_s),
+    }
     plots["train"] = _bench.svg_plot(
         _bench.RESULTS / "scaling_train.svg",
         title="Training time (SmolLM2-135M)",
@@ -129,9 +135,17 @@ def run(*, quick: bool = False) -> dict:
         copy_report(gens.tolist(), train_ids.tolist())
         copy_s.append(time.perf_counter() - start)
     tokens = [s * 256 for s in sizes]
-    out["blocker_build_vs_train_tokens"] = {"train_tokens": tokens, "seconds": build_s, "fit": fit_line(tokens, build_s)}
+    out["blocker_build_vs_train_tokens"] = {
+        "train_tokens": tokens,
+        "seconds": build_s,
+        "fit": fit_line(tokens, build_s),
+    }
     out["blocker_call_vs_train_tokens"] = {"train_tokens": tokens, "microseconds": call_us}
-    out["copy_report_vs_train_tokens"] = {"train_tokens": tokens, "seconds": copy_s, "fit": fit_line(tokens, copy_s)}
+    out["copy_report_vs_train_tokens"] = {
+        "train_tokens": tokens,
+        "seconds": copy_s,
+        "fit": fit_line(tokens, copy_s),
+    }
     plots["analysis"] = _bench.svg_plot(
         _bench.RESULTS / "scaling_analysis.svg",
         title="Blocker and copy analysis vs training-set size",

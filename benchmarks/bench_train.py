@@ -2,13 +2,14 @@
 plain loop, on the same model (SmolLM2-135M, offline), data (Lee news blocks) and number of steps; and the model
 FLOPs utilisation (6 · parameters · tokens/s) against the matrix-product peak measured here.
 
-Contenders run interleaved (the order rotates each repeat); each runs one warm-up step and ``--steps`` timed
-steps on a fresh copy of the model. The precision is the trainer's ``auto``: bf16 autocast where the CPU
+Contenders run in lock step: each on a fresh copy of the model, one step per turn, the order rotating every
+round, so every round's ratios compare steps taken at nearly the same moment (the machine may be shared); the
+first step of each is a warm-up and not counted. The precision is the trainer's ``auto``: bf16 autocast where the CPU
 multiplies bf16 natively, else float32 (then HF ``Trainer`` and the plain loop also run in float32, and one
 extra measurement shows what bf16 autocast costs on this CPU). The official-style loop is the paper's code:
 float32, AdamW with weight decay 0.01, ``model(ids, labels=ids).loss``.
 
-    python benchmarks/bench_train.py [--quick] [--repeats 3] [--steps 2]
+    python benchmarks/bench_train.py [--quick] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import copy
 import tempfile
 import time
 
+import _bench
 import torch
 
-import _bench
 from hyperfit.common.config import TrainConfig
 from hyperfit.common.hardware import resolve_precision
 from hyperfit.common.runs import Run
@@ -36,48 +37,54 @@ def blocks_for(steps: int, batch: int, block_len: int) -> torch.Tensor:
     return base.repeat((need + base.size(0) - 1) // base.size(0), 1)[:need].contiguous()
 
 
-def hyperfit_tokens_per_s(
+def hyperfit_loop(
     model,
     ids: torch.Tensor,
+    hook,
     *,
     batch: int,
     precision: str,
     ignore_first: int = 0,
     lr: float = LR,
     optimizer: str = "adam",
-) -> float:
-    """Steady-state tokens/s of ``hyperfit.common.train.train`` from its own per-step records (first step
-    excluded: it includes allocation warm-up)."""
+) -> None:
+    """``hyperfit.common.train.train`` for one epoch over ``ids``; ``hook()`` runs before the first and after every
+    step (through the trainer's per-step evaluation callback, which does nothing else here)."""
     cfg = TrainConfig(
-        lr=lr, optimizer=optimizer, epochs=1, batch_size=batch, precision=precision, eval_every_epochs=1
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=0.01 if optimizer == "adamw" else 0.0,
+        epochs=1,
+        batch_size=batch,
+        precision=precision,
+        eval_every_steps=1,
+        eval_every_epochs=1,
     )
-    if optimizer == "adamw":
-        cfg.weight_decay = 0.01
+    seen: set[int] = set()
+
+    def evaluate(model, *, epoch: int, step: int) -> dict:
+        if step not in seen:  # the end-of-epoch evaluation repeats the last step's
+            seen.add(step)
+            hook()
+        return {}
+
     with tempfile.TemporaryDirectory() as tmp:
         run = Run.open(f"{tmp}/run", overwrite=True, resume=False, writer=True)
         accelerator = build_accelerator(cfg, cpu=not torch.cuda.is_available())
-        train(model, ids, cfg, accelerator=accelerator, run=run, ignore_first=ignore_first)
-        records = [r for r in run.metrics() if r.get("kind") == "train"]
-    tokens_per_step = batch * (ids.size(1) - max(1, ignore_first))  # label tokens, as the trainer counts
-    elapsed = {r["step"]: r["step"] * tokens_per_step / r["tokens_per_s"] for r in records}
-    first, last = min(elapsed), max(elapsed)
-    return (last - first) * tokens_per_step / (elapsed[last] - elapsed[first])
+        train(model, ids, cfg, accelerator=accelerator, run=run, evaluate=evaluate, ignore_first=ignore_first)
 
 
-def hf_trainer_tokens_per_s(model, ids: torch.Tensor, *, batch: int, precision: str) -> float:
-    """HF ``Trainer`` with the same recipe (Adam-equivalent AdamW with weight decay 0, constant lr, no clipping),
-    its default fused AdamW, timed per step by a callback (first step excluded)."""
+def hf_trainer_loop(model, ids: torch.Tensor, hook, *, batch: int, precision: str) -> None:
+    """HF ``Trainer`` with the same recipe (AdamW with weight decay 0 = Adam, constant lr, no clipping) and its
+    default fused AdamW; ``hook()`` runs at the start of training and after every step (a callback)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    stamps: list[float] = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if not stamps:
-                stamps.append(time.perf_counter())
+    class Turns(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            hook()
 
         def on_step_end(self, args, state, control, **kwargs):
-            stamps.append(time.perf_counter())
+            hook()
 
     data = [{"input_ids": row, "labels": row} for row in ids]
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,21 +105,19 @@ def hf_trainer_tokens_per_s(model, ids: torch.Tensor, *, batch: int, precision: 
             disable_tqdm=True,
             seed=0,
         )
-        Trainer(model=model, args=args, train_dataset=data, callbacks=[Clock()]).train()
-    steps = len(stamps) - 2  # stamps: start, end of step 1, ..., end of step k
-    return steps * batch * (ids.size(1) - 1) / (stamps[-1] - stamps[1])
+        Trainer(model=model, args=args, train_dataset=data, callbacks=[Turns()]).train()
 
 
-def plain_loop_tokens_per_s(
-    model, ids: torch.Tensor, *, batch: int, precision: str, optimizer: str, weight_decay: float
-) -> float:
+def plain_loop(
+    model, ids: torch.Tensor, hook, *, batch: int, precision: str, optimizer: str, weight_decay: float
+):
     """A plain loop: ``model(ids, labels=ids).loss``, backward, step; autocast when ``precision`` is bf16."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).train()
     cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
     opt = cls(model.parameters(), lr=LR, weight_decay=weight_decay)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    stamps = []
+    hook()
     for start in range(0, ids.size(0), batch):
         x = ids[start : start + batch].to(device)
         with autocast:
@@ -121,8 +126,7 @@ def plain_loop_tokens_per_s(
         opt.step()
         opt.zero_grad(set_to_none=True)
         loss.item()
-        stamps.append(time.perf_counter())
-    return (len(stamps) - 1) * batch * (ids.size(1) - 1) / (stamps[-1] - stamps[0])
+        hook()
 
 
 def bf16_penalty(base, *, tokens: int = 64) -> dict:
@@ -142,17 +146,16 @@ def bf16_penalty(base, *, tokens: int = 64) -> dict:
     return out
 
 
-def run(*, quick: bool = False, repeats: int | None = None, steps: int | None = None) -> dict:
-    repeats = repeats or (2 if quick else 3)
-    steps = steps or (1 if quick else 2)
+def run(*, quick: bool = False, rounds: int | None = None) -> dict:
+    rounds = rounds or (3 if quick else 5)
     batch, block_len = (4, 64) if quick else (8, 128)
     base, _ = _bench.smollm2()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = resolve_precision("auto", device)
-    ids = blocks_for(steps + 1, batch, block_len)
+    ids = blocks_for(rounds + 1, batch, block_len)
     print(
-        f"training: SmolLM2-135M, {steps} timed steps of {batch} x {block_len} tokens (+1 warm-up), "
-        f"{repeats} repeats, precision {precision}",
+        f"training: SmolLM2-135M, {rounds} rounds of one {batch} x {block_len}-token step each (+1 warm-up), "
+        f"precision {precision}",
         flush=True,
     )
 
@@ -160,16 +163,18 @@ def run(*, quick: bool = False, repeats: int | None = None, steps: int | None = 
         return copy.deepcopy(base).train()
 
     contenders = {
-        "hyperfit": lambda: hyperfit_tokens_per_s(fresh(), ids, batch=batch, precision=precision),
-        "hf_trainer": lambda: hf_trainer_tokens_per_s(fresh(), ids, batch=batch, precision=precision),
-        "official_loop": lambda: plain_loop_tokens_per_s(
-            fresh(), ids, batch=batch, precision="fp32", optimizer="adamw", weight_decay=0.01
+        "hyperfit": lambda hook: hyperfit_loop(fresh(), ids, hook, batch=batch, precision=precision),
+        "hf_trainer": lambda hook: hf_trainer_loop(fresh(), ids, hook, batch=batch, precision=precision),
+        "official_loop": lambda hook: plain_loop(
+            fresh(), ids, hook, batch=batch, precision="fp32", optimizer="adamw", weight_decay=0.01
         ),
-        "plain_loop": lambda: plain_loop_tokens_per_s(
-            fresh(), ids, batch=batch, precision=precision, optimizer="adam", weight_decay=0.0
+        "plain_loop": lambda hook: plain_loop(
+            fresh(), ids, hook, batch=batch, precision=precision, optimizer="adam", weight_decay=0.0
         ),
     }
-    per_repeat = _bench.interleaved(contenders, repeats=repeats)
+    step_seconds = _bench.lockstep(contenders, rounds=rounds)
+    tokens_per_step = batch * (block_len - 1)
+    per_repeat = {name: [tokens_per_step / s for s in v] for name, v in step_seconds.items()}
     peaks = {
         "fp32": _bench.matmul_peak(torch.float32),
         "bf16": _bench.matmul_peak(torch.bfloat16),
@@ -181,7 +186,13 @@ def run(*, quick: bool = False, repeats: int | None = None, steps: int | None = 
     mfu = [tps * flops_per_token / peak for tps in per_repeat["hyperfit"]]
     mfu_vs_bf16 = [tps * flops_per_token / peaks["bf16"]["flops"] for tps in per_repeat["hyperfit"]]
     result = {
-        "workload": {"model": "SmolLM2-135M", "params": n, "batch": batch, "block_len": block_len, "steps": steps},
+        "workload": {
+            "model": "SmolLM2-135M",
+            "params": n,
+            "batch": batch,
+            "block_len": block_len,
+            "rounds": rounds,
+        },
         "precision": precision,
         "tokens_per_s": {name: _bench.spread(v) for name, v in per_repeat.items()},
         "ratios": {
@@ -209,11 +220,10 @@ def run(*, quick: bool = False, repeats: int | None = None, steps: int | None = 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller batches, fewer steps and repeats")
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="smaller batches, fewer rounds")
+    parser.add_argument("--rounds", type=int, default=None)
     args = parser.parse_args()
-    _bench.write_result("train", run(quick=args.quick, repeats=args.repeats, steps=args.steps))
+    _bench.write_result("train", run(quick=args.quick, rounds=args.rounds))
 
 
 if __name__ == "__main__":

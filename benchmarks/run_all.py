@@ -11,8 +11,6 @@ import argparse
 import json
 import time
 
-import torch
-
 import _bench
 import bench_blocker
 import bench_decode
@@ -20,6 +18,7 @@ import bench_eval
 import bench_image
 import bench_scaling
 import bench_train
+import torch
 
 BENCHES = ("train", "decode", "eval", "image", "scaling", "blocker")
 
@@ -74,7 +73,9 @@ def summarise() -> dict:
             if case in decode["cases"]:
                 summary[f"decode_vs_generate_{case}"] = decode["cases"][case]["vs_generate"]
                 if "vs_generate_prepared" in decode["cases"][case]:
-                    summary[f"decode_vs_generate_prepared_{case}"] = decode["cases"][case]["vs_generate_prepared"]
+                    summary[f"decode_vs_generate_prepared_{case}"] = decode["cases"][case][
+                        "vs_generate_prepared"
+                    ]
         summary["decode_greedy_identical"] = all(
             c.get("identical_tokens", True) for c in decode["cases"].values()
         )

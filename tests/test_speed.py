@@ -22,7 +22,10 @@ def reference_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """The shifted cross-entropy in float64 (the definition, without any shortcut)."""
     shifted = logits[:, :-1].double()
     return F.cross_entropy(
-        shifted.reshape(-1, shifted.size(-1)), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        shifted.reshape(-1, shifted.size(-1)),
+        labels[:, 1:].reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )
 
 
@@ -31,7 +34,9 @@ def test_token_nll_sum_equals_the_shifted_cross_entropy():
     logits = torch.randn(3, 7, 50, generator=g) * 3
     labels = make_batch(torch.randint(0, 50, (3, 7), generator=g), ignore_first=2)["labels"]
     labels[1, 4] = IGNORE_INDEX
-    assert torch.allclose(token_nll_sum(logits, labels).double(), reference_nll_sum(logits, labels), rtol=1e-6)
+    assert torch.allclose(
+        token_nll_sum(logits, labels).double(), reference_nll_sum(logits, labels), rtol=1e-6
+    )
 
 
 def test_token_nll_sum_resolves_a_loss_near_zero_from_bf16_logits():
@@ -128,8 +133,24 @@ def test_decoding_stops_within_a_few_steps_once_every_row_has_ended():
     eos = [int(free.new_ids[0, 2]), int(free.new_ids[1, 3])]  # both rows end within their first 4 tokens
     out = decode(model, prompts, max_new_tokens=60, eos_id=eos)
     assert out.new_ids.size(1) <= 4 + EOS_CHECK_EVERY
-    ends = [row.tolist().index(e) if e in row.tolist() else None for row, e in zip(free.new_ids, eos, strict=True)]
+    ends = [
+        row.tolist().index(e) if e in row.tolist() else None for row, e in zip(free.new_ids, eos, strict=True)
+    ]
     for row, end in enumerate(ends):
         assert out.sequences()[row] == free.new_ids[row, : out.lengths[row]].tolist()
         assert int(out.lengths[row]) <= end  # stops at the first id that is any end-of-sequence id
         assert set(out.new_ids[row, int(out.lengths[row]) + 1 :].tolist()) <= {eos[0]}  # padded after the end
+
+
+def test_decoding_statistics_equal_the_log_softmax_definition():
+    from hyperfit.common.decode import _entropy_and_top1
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.cat([torch.randn(4, 300, generator=g) * 5, torch.full((1, 300), -3.0)])
+    logits[0, 7] = 60.0  # a near-certain prediction: entropy ~ 0 must stay ≥ 0 and top-1 ~ 1
+    entropy, top1 = _entropy_and_top1(logits)
+    logprobs = torch.log_softmax(logits.double(), -1)
+    assert torch.allclose(entropy.double(), -(logprobs.exp() * logprobs).sum(-1), atol=1e-5)
+    assert torch.allclose(top1.double(), logprobs.exp().max(-1).values, atol=1e-6)
+    assert abs(float(entropy[-1]) - float(torch.log(torch.tensor(300.0)))) < 1e-5  # uniform: log v
+    assert bool((entropy >= 0).all())

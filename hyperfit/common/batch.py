@@ -34,5 +34,8 @@ def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     # float32 logit; the last position gets no label instead.
     targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     return F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )

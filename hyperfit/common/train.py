@@ -141,7 +141,9 @@ def train(
         model.gradient_checkpointing_enable()
     optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused_optimizer_kwargs(params))
+    optimizer = optimizer_cls(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused_optimizer_kwargs(params)
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
 

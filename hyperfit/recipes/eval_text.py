@@ -20,6 +20,7 @@ from hyperfit.common.analysis import mean_ttr
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
+from hyperfit.common.hardware import resolve_precision
 from hyperfit.common.report import write_report
 from hyperfit.common.runs import HyperfitError, Run, write_json
 from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm, word_start_ids
@@ -47,7 +48,10 @@ class EvalTextConfig:
         },
     )
     eval_seed: int = field(default=0, metadata={"help": "Seed of the sampling strategies."})
-    precision: str = field(default="bf16", metadata={"help": "bf16 (autocast) or fp32 evaluation."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "bf16 (autocast), fp32, or auto: bf16 where the device multiplies bf16 natively."},
+    )
 
 
 def parse_models(spec: str) -> dict[str, str]:
@@ -184,6 +188,7 @@ def main(configs: tuple) -> dict:
     last = list(models)[-1]
     target_entropy = None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg.precision = resolve_precision(cfg.precision, device)  # the results record the precision that ran
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     for model in models.values():
         model.to(device)
