@@ -94,8 +94,10 @@ def summarise() -> dict:
             summary["targets"][key] = {"target": target, "sense": sense, "median": median, "met": met}
     path = _bench.RESULTS / "summary.json"
     path.write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    print(f"\n{path.relative_to(_bench.RESULTS.parent.parent)}:")
-    print(markdown_table(summary))
+    table = markdown_table(summary)
+    (_bench.RESULTS / "table.md").write_text(table + "\n")
+    print(f"\n{path.relative_to(_bench.RESULTS.parent.parent)} (and table.md, for the README):")
+    print(table)
     return summary
 
 

@@ -154,3 +154,33 @@ def test_decoding_statistics_equal_the_log_softmax_definition():
     assert torch.allclose(top1.double(), logprobs.exp().max(-1).values, atol=1e-6)
     assert abs(float(entropy[-1]) - float(torch.log(torch.tensor(300.0)))) < 1e-5  # uniform: log v
     assert bool((entropy >= 0).all())
+
+
+def test_token_stats_equal_the_log_softmax_definition():
+    """token_stats computes everything from one max, exp and sum per position; it equals the float64
+    definitions, -inf logits included, and ranks ties in the target's favour."""
+    from hyperfit.common.analysis import token_stats
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(3, 5, 200, generator=g) * 4
+    logits[0, 0, :50] = float("-inf")
+    logits[1, 2, 7] = 80.0  # near-zero entropy
+    targets = torch.randint(0, 200, (3, 5), generator=g)
+    targets[2, 1] = -100
+    logits[2, 3, targets[2, 3]] = logits[2, 3].max()  # the target ties the maximum: rank 0
+    stats = token_stats(logits, targets, chunk_size=4)
+    logp = torch.log_softmax(logits.double(), -1)
+    p = logp.exp()
+    entropy = -torch.where(p > 0, p * logp, torch.zeros((), dtype=torch.float64)).sum(-1)
+    assert torch.allclose(stats["entropy"].double(), entropy, atol=2e-5)
+    assert bool((stats["entropy"] >= 0).all())
+    top = p.topk(5, -1).values.cumsum(-1)
+    for key, k in (("top1_prob", 0), ("top3_prob", 2), ("top5_prob", 4)):
+        assert torch.allclose(stats[key].double(), top[..., k], atol=1e-6)
+    assert torch.equal(stats["argmax"], logits.argmax(-1))
+    valid = targets >= 0
+    nll = -logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+    assert torch.allclose(stats["nll"][valid].double(), nll[valid], rtol=1e-5, atol=1e-5)
+    assert bool(stats["nll"][~valid].isnan().all()) and int(stats["target_rank"][2, 1]) == -1
+    ranks = (logits > logits.gather(-1, targets.clamp(min=0)[..., None])).sum(-1)
+    assert torch.equal(stats["target_rank"][valid], ranks[valid]) and int(stats["target_rank"][2, 3]) == 0
