@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import html
 import json
 import os
 import platform
@@ -245,6 +246,8 @@ def svg_plot(
     note: str = "",
 ) -> Path:
     """A small line plot as a standalone SVG file (no plotting library needed): one polyline per series."""
+    title, x_label, y_label, note = (html.escape(t) for t in (title, x_label, y_label, note))
+    series = {html.escape(name): values for name, values in series.items()}
     width, height, left, right, top, bottom = 560, 340, 70, 150, 40, 60
     xs = [x for xv, _ in series.values() for x in xv]
     ys = [y for _, yv in series.values() for y in yv]

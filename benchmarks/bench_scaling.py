@@ -16,6 +16,7 @@ import time
 
 import _bench
 import torch
+from bench_train import hyperfit_loop
 
 from hyperfit.common.analysis import copy_report
 from hyperfit.common.blocker import CitationBlocker
@@ -33,6 +34,19 @@ def epoch_seconds(base, ids: torch.Tensor, *, batch: int, precision: str) -> flo
         run = Run.open(f"{tmp}/run", overwrite=True, resume=False, writer=True)
         accelerator = build_accelerator(cfg, cpu=not torch.cuda.is_available())
         return train(copy.deepcopy(base).train(), ids, cfg, accelerator=accelerator, run=run)["train_seconds"]
+
+
+def median_step_seconds(base, ids: torch.Tensor, *, batch: int, precision: str) -> float:
+    """Median seconds of the trainer's steps over ``ids``, the first (warm-up) step left out."""
+    stamps: list[float] = []
+    hyperfit_loop(
+        copy.deepcopy(base).train(),
+        ids,
+        lambda: stamps.append(time.perf_counter()),
+        batch=batch,
+        precision=precision,
+    )
+    return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:], strict=False))
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
@@ -60,35 +74,45 @@ def run(*, quick: bool = False) -> dict:
     out: dict = {"precision": precision}
     plots = {}
 
-    # 1. Training: an epoch over n blocks of 64 tokens, and one step of 4 blocks of length L.
+    # 1. Training: an epoch over n blocks of 64 tokens (each size twice, the faster kept: load only slows), and
+    #    the median step of 4 blocks of L tokens.
     ns = [8, 16, 32] if quick else [8, 16, 32, 64]
     print(f"scaling: training epoch vs blocks {ns} (64 tokens, batch 8)", flush=True)
-    epoch_s = [epoch_seconds(base, blocks[:n, :64].contiguous(), batch=8, precision=precision) for n in ns]
+    epoch_s = [
+        min(epoch_seconds(base, blocks[:n, :64].contiguous(), batch=8, precision=precision) for _ in range(2))
+        for n in ns
+    ]
     lengths = [32, 64, 128] if quick else [32, 64, 128, 256]
     print(
-        f"scaling: training step vs block length {lengths} (batch 4, 2 steps, the second timed)", flush=True
+        f"scaling: training step vs block length {lengths} (batch 4, median of 3 steps after a warm-up)",
+        flush=True,
     )
     step_s = []
     for length in lengths:
-        ids = (blocks.reshape(-1, 256) if length > 128 else blocks)[:8, :length].contiguous()
-        step_s.append(epoch_seconds(base, ids[:4], batch=4, precision=precision))
-        step_s[-1] = epoch_seconds(base, ids, batch=4, precision=precision) - step_s[-1]
+        ids = (blocks.reshape(-1, 256) if length > 128 else blocks)[:16, :length].contiguous()
+        step_s.append(median_step_seconds(base, ids, batch=4, precision=precision))
     out["train_epoch_vs_blocks"] = {"blocks": ns, "seconds": epoch_s, "fit": fit_line(ns, epoch_s)}
     out["train_step_vs_block_len"] = {
         "block_len": lengths,
         "seconds": step_s,
         "fit": fit_line(lengths, step_s),
     }
-    plots["train"] = _bench.svg_plot(
-        _bench.RESULTS / "scaling_train.svg",
-        title="Training time (SmolLM2-135M)",
-        series={
-            "epoch, n blocks x 64 tok": (ns, epoch_s),
-            "step, 4 blocks x n tok": (lengths, step_s),
-        },
-        x_label="n (blocks, or tokens per block)",
-        y_label="seconds",
-        note=f"precision {precision}; {_bench.machine()['cpu']}",
+    note = f"precision {precision}; {_bench.machine()['cpu']}, {torch.get_num_threads()} thread(s)"
+    plots["train_blocks"] = _bench.svg_plot(
+        _bench.RESULTS / "scaling_train_blocks.svg",
+        title="One training epoch vs training blocks",
+        series={"SmolLM2-135M, 64-token blocks, batch 8": (ns, epoch_s)},
+        x_label="training blocks",
+        y_label="seconds per epoch",
+        note=note,
+    )
+    plots["train_length"] = _bench.svg_plot(
+        _bench.RESULTS / "scaling_train_length.svg",
+        title="One training step vs block length",
+        series={"SmolLM2-135M, batch 4": (lengths, step_s)},
+        x_label="tokens per block",
+        y_label="seconds per step",
+        note=note,
     )
 
     # 2. Decoding: new tokens with the KV cache, batch 4.
@@ -111,11 +135,11 @@ def run(*, quick: bool = False) -> dict:
         series={"hyperfit decode": (news, decode_s)},
         x_label="new tokens",
         y_label="seconds",
-        note=f"precision {precision}",
+        note=note,
     )
 
     # 3. Citation blocker (index build, per-step call) and copy analysis against the training-set size.
-    sizes = [500, 1000, 2000] if quick else [500, 1000, 2000, 4000, 8000]
+    sizes = [500, 1000, 2000] if quick else [500, 1000, 2000, 4000, 8000, 16000]
     print(f"scaling: blocker and copy analysis vs training blocks {sizes} (x 256 ids)", flush=True)
     gens = zipf_ids(16, 96, seed=1)
     build_s, call_us, copy_s = [], [], []
