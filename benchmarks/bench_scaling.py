@@ -78,10 +78,10 @@ def run(*, quick: bool = False) -> dict:
     #    the median step of 4 blocks of L tokens.
     ns = [8, 16, 32] if quick else [8, 16, 32, 64]
     print(f"scaling: training epoch vs blocks {ns} (64 tokens, batch 8)", flush=True)
-    epoch_s = [
-        min(epoch_seconds(base, blocks[:n, :64].contiguous(), batch=8, precision=precision) for _ in range(2))
-        for n in ns
-    ]
+    runs: dict[int, list[float]] = {n: [] for n in ns}
+    for n in ns + ns[::-1]:  # up and down again, so a change of load does not tilt the line
+        runs[n].append(epoch_seconds(base, blocks[:n, :64].contiguous(), batch=8, precision=precision))
+    epoch_s = [min(runs[n]) for n in ns]
     lengths = [32, 64, 128] if quick else [32, 64, 128, 256]
     print(
         f"scaling: training step vs block length {lengths} (batch 4, median of 3 steps after a warm-up)",
