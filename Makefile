@@ -48,8 +48,10 @@ lint: install
 	$(BIN)/ruff check hyperfit tests scripts benchmarks
 	$(BIN)/ruff format --check hyperfit tests scripts benchmarks
 
+# Every benchmark against its peer (about 20 min on 2 quiet cores; BENCH_ARGS=--quick for a few minutes);
+# writes benchmarks/results/*.json, summary.json and the scaling plots, and prints the README table.
 bench: install
-	$(BIN)/python benchmarks/bench_blocker.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
 
 # The study server under 50 concurrent annotators, and killed with SIGKILL mid-load (a few minutes on 2 cores).
 bench-study: install

@@ -13,6 +13,7 @@ import inspect
 import statistics
 import time
 
+import _bench
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -59,12 +60,10 @@ def median_call_time(blocker, input_ids, scores, *, calls=200, repeats=5) -> flo
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def run(*, repeats: int = 6, threads: int = 1) -> dict:
+    """Measure and print; return the numbers (benchmarks/results/blocker.json)."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     config = GPT2Config(
         n_layer=4,
@@ -100,7 +99,7 @@ def main() -> None:
     per_step = {"1x": [], "10x": []}
     fired = {}
     greedy(model, prompts, max_new_tokens=8)  # warm-up
-    for repeat in range(args.repeats):
+    for repeat in range(repeats):
         for name in names[repeat % 3 :] + names[: repeat % 3]:
             blocker = blockers.get(name)
             if blocker is not None:
@@ -126,7 +125,7 @@ def main() -> None:
             micro[name, case] = median_call_time(blocker, ids, scores)
 
     print(
-        f"\ngreedy decode, {PROMPTS} prompts x {PROMPT_LEN} tokens + {NEW_TOKENS} new, median of {args.repeats}, "
+        f"\ngreedy decode, {PROMPTS} prompts x {PROMPT_LEN} tokens + {NEW_TOKENS} new, median of {repeats}, "
         f"{torch.get_num_threads()} thread(s)"
     )
     print(f"  unblocked            {med['none']:.3f} s  ({med['none'] / NEW_TOKENS * 1e3:.2f} ms/step)")
@@ -141,6 +140,23 @@ def main() -> None:
     for case in ("hit", "miss"):
         one, ten = micro["1x", case], micro["10x", case]
         print(f"  {case:<4}  1x {one * 1e6:6.0f} us   10x {ten * 1e6:6.0f} us   10x / 1x {ten / one:.2f}")
+    torch.set_num_threads(previous_threads)
+    return {
+        "threads": threads,
+        "decode_seconds": {name: _bench.spread(times) for name, times in decode.items()},
+        "blocked_over_unblocked": {name: _bench.spread(values) for name, values in ratio.items()},
+        "blocker_us_per_step": {name: value * 1e6 for name, value in step.items()},
+        "per_step_cost_10x_over_1x": step["10x"] / step["1x"],
+        "call_us": {f"{name}_{case}": value * 1e6 for (name, case), value in micro.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    _bench.write_result("blocker", run(repeats=args.repeats, threads=args.threads))
 
 
 if __name__ == "__main__":

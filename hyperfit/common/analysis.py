@@ -517,7 +517,7 @@ def copy_report(gen_seqs: Iterable[Tokens], train_seqs: Iterable[Tokens], *, thr
 
 
 def token_stats(
-    logits: torch.Tensor, targets: torch.Tensor | None = None, *, chunk_size: int = 2048
+    logits: torch.Tensor, targets: torch.Tensor | None = None, *, chunk_size: int = 256
 ) -> dict[str, torch.Tensor]:
     """Per-position statistics of raw ``logits[..., v]`` (e.g. [b, t, v]), computed in float32 in chunks of
     ``chunk_size`` positions, returned with the leading shape (e.g. [b, t]) on ``logits.device``.
@@ -546,24 +546,31 @@ def token_stats(
                 f"A target id is >= the vocabulary size {vocab}: logits and targets do not match."
             )
     parts: dict[str, list[torch.Tensor]] = {}
+    lowest = torch.finfo(torch.float32).min
     for start in range(0, flat_logits.shape[0], chunk_size):
+        # One max, one exp and one sum per position, then everything from them: with y = x - max x ≤ 0,
+        # z = exp(y) and s = Σ z ≥ 1, log p = y - log s, entropy = log s - Σ z·y / s (two non-negative terms:
+        # no cancellation near zero entropy), top-k mass = top-k of z / s.
         x = flat_logits[start : start + chunk_size].float()
-        logp = torch.log_softmax(x, dim=-1)
-        p = logp.exp()
-        top = p.topk(min(5, vocab), dim=-1).values.cumsum(-1)
+        top, argmax = x.max(-1, keepdim=True)  # the first index of the largest logit, like argmax
+        y = (x - top).clamp_(min=lowest)  # -inf logits → a finite floor, so that 0 · y = 0 (0 · log 0 = 0)
+        z = y.exp()
+        s = z.sum(-1)
+        log_s = s.log()
+        top_mass = z.topk(min(5, vocab), dim=-1).values.cumsum_(-1) / s[:, None]
         chunk = {
-            "entropy": -torch.where(p > 0, p * logp, 0.0).sum(-1),  # 0·log 0 = 0 for -inf logits
-            "top1_prob": top[:, 0],
-            "top3_prob": top[:, min(3, vocab) - 1],
-            "top5_prob": top[:, min(5, vocab) - 1],
-            "argmax": x.argmax(-1),
+            "entropy": log_s - torch.linalg.vecdot(z, y) / s,
+            "top1_prob": top_mass[:, 0],
+            "top3_prob": top_mass[:, min(3, vocab) - 1],
+            "top5_prob": top_mass[:, min(5, vocab) - 1],
+            "argmax": argmax.squeeze(-1),
         }
         if flat_targets is not None:
             target = flat_targets[start : start + chunk_size]
             ignored = target < 0
-            index = target.clamp(min=0)[:, None]
-            nll = -logp.gather(1, index).squeeze(1)
-            rank = (x > x.gather(1, index)).sum(-1)
+            target_logit = x.gather(1, target.clamp(min=0)[:, None])
+            nll = log_s - (target_logit - top).squeeze(1)
+            rank = (x > target_logit).sum(-1)
             chunk["nll"] = nll.masked_fill(ignored, math.nan)
             chunk["target_prob"] = torch.exp(-chunk["nll"])
             chunk["target_rank"] = rank.masked_fill(ignored, -1)

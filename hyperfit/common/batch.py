@@ -30,8 +30,12 @@ def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Computed in float32 whatever the autocast dtype, so a loss near zero is resolved.
     """
-    shifted = logits[:, :-1].float()
-    targets = labels[:, 1:]
+    # Shift the labels, not the logits: logits[:, :-1] is not contiguous, and flattening it would copy every
+    # float32 logit; the last position gets no label instead.
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     return F.cross_entropy(
-        shifted.reshape(-1, shifted.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+        logits.float().reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
     )

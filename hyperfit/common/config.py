@@ -48,9 +48,10 @@ class TrainConfig:
         metadata={"help": "Stop early once an epoch's mean training loss (nats/token) is below this."},
     )
     precision: str = field(
-        default="bf16",
+        default="auto",
         metadata={
-            "help": "bf16 (autocast, float32 master weights) or fp32. Pure bf16 would lose lr-1e-6 updates."
+            "help": "bf16 (autocast, float32 master weights), fp32, or auto: bf16 where the device multiplies bf16 "
+            "natively (GPUs, AVX-512 CPUs), else fp32. Pure bf16 would lose lr-1e-6 updates."
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed for initialisation, data order and sampling."})
@@ -96,8 +97,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw"):
             raise HyperfitError(f"optimizer {self.optimizer!r} is unknown; use adam or adamw.")
-        if self.precision not in ("bf16", "fp32", "fp16"):
-            raise HyperfitError(f"precision {self.precision!r} is unknown; use bf16 or fp32.")
+        if self.precision not in ("auto", "bf16", "fp32", "fp16"):
+            raise HyperfitError(f"precision {self.precision!r} is unknown; use auto, bf16 or fp32.")
         if self.lr <= 0:
             raise HyperfitError(f"lr must be positive, got {self.lr}; pass e.g. --lr 1e-6.")
         if self.batch_size < 1 or self.epochs < 0:

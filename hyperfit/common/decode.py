@@ -7,6 +7,7 @@ repetition penalty works here and in ``generate``. Sharpness is measured on the 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,29 @@ class Decoded:
     def sequences(self) -> list[list[int]]:
         """Generated ids per row, cut at the end-of-sequence id (never counted as content)."""
         return [row[: int(n)].tolist() for row, n in zip(self.new_ids, self.lengths, strict=True)]
+
+
+# Rows are checked for having all finished only every this many steps: each check is a host round trip (a
+# device sync on GPUs), and a finished row is only padded meanwhile, so the tokens are the same.
+EOS_CHECK_EVERY = 8
+
+
+def _keeps_last_logits_only(model: torch.nn.Module) -> dict:
+    """``{"logits_to_keep": 1}`` for models that can skip the vocabulary projection of all but the last position
+    (most Hugging Face causal LMs): the prompt's other logits are never used."""
+    return (
+        {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(type(model).forward).parameters else {}
+    )
+
+
+def _entropy_and_top1(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy (nats) and largest probability of softmax(``logits[b, v]``) in fewer passes over the vocabulary than
+    log_softmax + exp + product: with y = x - max x ≤ 0, z = exp(y) and s = Σ z ≥ 1, entropy = log s - Σ z·y / s
+    (two non-negative terms, so no cancellation near zero entropy) and the top-1 probability is 1 / s."""
+    y = logits - logits.max(-1, keepdim=True).values
+    z = y.exp()
+    s = z.sum(-1)
+    return s.log() - (z * y).sum(-1) / s, s.reciprocal()
 
 
 def _cache_kwargs(out) -> dict:
@@ -78,13 +102,12 @@ def decode(
     finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
     lengths = torch.zeros(b, dtype=torch.long, device=ids.device)
     entropies, top1s = [], []
-    out = model(input_ids=ids, use_cache=True)
+    out = model(input_ids=ids, use_cache=True, **_keeps_last_logits_only(model))
     for step in range(max_new_tokens):
         raw = out.logits[:, -1, :].float()
-        logprobs = torch.log_softmax(raw, dim=-1)
-        probs = logprobs.exp()
-        entropies.append(-(probs * logprobs).sum(-1))
-        top1s.append(probs.max(-1).values)
+        entropy, top1 = _entropy_and_top1(raw)
+        entropies.append(entropy)
+        top1s.append(top1)
         scores = raw
         for processor in logits_processors:
             scores = processor(ids, scores)
@@ -105,7 +128,9 @@ def decode(
         ids = torch.cat([ids, next_ids[:, None]], dim=1)
         # No forward after the last token: its logits are never used, and for a model whose positions end
         # exactly at prompt + max_new_tokens - 1 (a start token + 1,023 inputs) it would index past the table.
-        if step == max_new_tokens - 1 or bool(finished.all()):
+        if step == max_new_tokens - 1:
+            break
+        if eos.numel() and step % EOS_CHECK_EVERY == EOS_CHECK_EVERY - 1 and bool(finished.all()):
             break
         out = model(input_ids=next_ids[:, None], use_cache=True, **_cache_kwargs(out))
     new_ids = ids[:, prompt_ids.size(1) :]

@@ -27,9 +27,11 @@ def collect_token_stats(
     parts: list[dict[str, torch.Tensor]] = []
     for start in range(0, blocks.size(0), batch_size):
         ids = blocks[start : start + batch_size].to(device)
-        logits = model(input_ids=ids).logits[:, :-1]
-        stats = token_stats(logits, ids[:, 1:])
-        parts.append({k: v.reshape(-1).cpu() for k, v in stats.items()})
+        # Statistics of every position, the last one (which predicts nothing) dropped afterwards: slicing the
+        # logits first would copy all of them.
+        targets = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-1)
+        stats = token_stats(model(input_ids=ids).logits, targets)
+        parts.append({k: v[:, :-1].reshape(-1).cpu() for k, v in stats.items()})
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 

@@ -19,12 +19,14 @@ from tqdm.auto import tqdm
 
 from hyperfit.common.batch import count_label_tokens, make_batch, token_nll_sum
 from hyperfit.common.config import TrainConfig
+from hyperfit.common.hardware import fused_optimizer_kwargs, resolve_precision
 from hyperfit.common.runs import CHECKPOINT_DIR, HyperfitError, Run, read_json, write_json
 from hyperfit.common.shard import (
     evaluation_model,
     every_rank_evaluates,
     prepare_model_and_optimizer,
     restore_fsdp_on_cpu,
+    sharding,
 )
 
 # evaluate(model, epoch=..., step=...) -> flat dict of numbers (and anything JSON-able)
@@ -33,11 +35,15 @@ EvaluateFn = Callable[..., dict]
 
 def build_accelerator(cfg: TrainConfig, *, cpu: bool | None = None) -> Accelerator:
     """The run's single Accelerator. ``cpu=None`` uses a GPU when one is visible. The distribution strategy
-    (DDP, FSDP, ZeRO-3) comes from ``accelerate launch --config_file``; see ``hyperfit.common.shard``."""
+    (DDP, FSDP, ZeRO-3) comes from ``accelerate launch --config_file``; see ``hyperfit.common.shard``.
+
+    ``cfg.precision == "auto"`` is resolved here, in place (bf16 where the device multiplies bf16 natively, else
+    fp32), so the run's config.json records the precision that ran.
+    """
+    use_cpu = bool(cpu) if cpu is not None else not torch.cuda.is_available()
+    cfg.precision = resolve_precision(cfg.precision, "cpu" if use_cpu else "cuda")
     mixed = {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[cfg.precision]
-    accelerator = Accelerator(
-        mixed_precision=mixed, cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available()
-    )
+    accelerator = Accelerator(mixed_precision=mixed, cpu=use_cpu)
     restore_fsdp_on_cpu(accelerator)
     return accelerator
 
@@ -220,9 +226,16 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     optimizer_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     vocab = _vocab_size(model)
+    # The fused Adam kernel where the parameters stay plain tensors; sharded ones keep torch's default.
+    fused = sharding(accelerator) == "none"
     model, optimizer = prepare_model_and_optimizer(
         model,
-        lambda params: optimizer_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        lambda params: optimizer_cls(
+            params,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            **(fused_optimizer_kwargs(params) if fused else {}),
+        ),
         accelerator,
         micro_batch_size=micro,
         accumulation=accumulation,
@@ -247,7 +260,9 @@ def train(
         if evaluate is not None and evaluating:
             inner = evaluation_model(model, accelerator)
             inner.eval()
-            with torch.no_grad():
+            # One autocast region around the whole evaluation: autocast then casts each weight to bf16 once per
+            # evaluation instead of once per forward (each decoding step), with the same numbers.
+            with torch.no_grad(), accelerator.autocast():
                 metrics = evaluate(inner, epoch=epoch, step=step)
             inner.train()
             run.log({"kind": "eval", "epoch": epoch, "step": step, **metrics})

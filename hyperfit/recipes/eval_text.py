@@ -21,6 +21,7 @@ from hyperfit.common.analysis import dataset_bleu, ttr_by_position
 from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
 from hyperfit.common.config import EvalConfig, RunConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import collect_token_stats
+from hyperfit.common.hardware import resolve_precision
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, write_json
 from hyperfit.common.stats import mean_ci
@@ -59,7 +60,10 @@ class EvalInputsConfig:
         },
     )
     eval_seed: int = field(default=0, metadata={"help": "Seed of the sampling strategies."})
-    precision: str = field(default="bf16", metadata={"help": "bf16 (autocast) or fp32 evaluation."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "bf16 (autocast), fp32, or auto: bf16 where the device multiplies bf16 natively."},
+    )
 
 
 @dataclass
@@ -301,6 +305,8 @@ def main(cfg: EvalTextConfig) -> dict:
         )
     first, last = list(models)[0], list(models)[-1]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # The results record the precision that ran (auto: bf16 where the device multiplies bf16 natively).
+    cfg.inputs.precision = resolve_precision(cfg.inputs.precision, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.inputs.precision == "bf16")
     for model in models.values():
         model.to(device)

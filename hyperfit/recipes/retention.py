@@ -19,6 +19,7 @@ import torch
 
 from hyperfit.common import stats
 from hyperfit.common.config import run_recipe
+from hyperfit.common.hardware import resolve_precision
 from hyperfit.common.report import Cell, Report, Section, Table, Text, write_report_files
 from hyperfit.common.runs import HyperfitError, Run, read_json, write_json
 from hyperfit.recipes.eval_text import is_run_dir, load_model, parse_models
@@ -60,7 +61,10 @@ class RetentionConfig:
         default=None, metadata={"help": "lm-eval: examples per task (unset = all)."}
     )
     batch_size: int = field(default=16, metadata={"help": "Items / blocks per forward pass."})
-    precision: str = field(default="bf16", metadata={"help": "bf16 (autocast) or fp32 evaluation."})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "bf16 (autocast), fp32, or auto: bf16 where the device multiplies bf16 natively."},
+    )
     out: str = field(default="runs/retention", metadata={"help": "Output directory."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing output directory."})
 
@@ -119,6 +123,7 @@ def main(cfg: RetentionConfig) -> dict:
                 f"model {name!r} uses another tokenizer than {first!r}; compare checkpoints of one model family."
             )
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cfg.precision = resolve_precision(cfg.precision, device)  # the results record the precision that ran
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     exclude = trained_documents(specs)
 
