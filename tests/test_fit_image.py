@@ -280,6 +280,19 @@ def test_fit_image_main_writes_a_self_describing_run(prior, tmp_path) -> None:
         "held-out truth",
     ]
     assert summary["columns"]["held-out truth"]["mse"] == 0.0
+    # Every headline figure with its 95 % interval over the held-out images, and after - before paired over them.
+    changes = summary["differences"]["after_minus_before"]
+    for name in ("ttr", "stripe_score", "nn_distance", "mse", "psnr", "entropy", "perplexity", "gen_entropy"):
+        for side in ("before", "after"):
+            low, high = summary[side][f"{name}_ci"]
+            assert low - 1e-6 <= summary[side][name] <= high + 1e-6, (side, name)
+        expected = summary["after"][name] - summary["before"][name]
+        assert changes[name]["diff"] == pytest.approx(expected, rel=1e-5, abs=1e-6), name
+        assert changes[name]["n"] == 6 and 0 <= changes[name]["p"] <= 1
+    stripes = summary["differences"]["hyperfitted_greedy_minus_original"]["top_p"]["stripe_score"]
+    columns = summary["columns"]
+    expected = columns["hyperfitted greedy"]["stripe_score"] - columns["original top-p"]["stripe_score"]
+    assert stripes["diff"] == pytest.approx(expected, abs=1e-6)
     assert summary["train"]["num_processes"] == 1 and summary["wall_seconds"] > 0
     assert read_json(out / "model/config.json")["resid_pdrop"] == 0.0  # dropout off while hyperfitting
     # Six columns of 8x8 tiles at scale 2 with 2-pixel padding, one row per shown held-out image.

@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.compare import STRATEGIES
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
-from hyperfit.common.evaluate import teacher_forced_stats
+from hyperfit.common.evaluate import figure_differences, figure_intervals, teacher_forced_stats
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import (
@@ -36,7 +36,7 @@ from hyperfit.common.shard import every_rank_evaluates, save_full_model
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
-from hyperfit.image.metrics import add_fid_kid, completion_report
+from hyperfit.image.metrics import IMAGE_FIGURES, add_fid_kid, completion_report
 from hyperfit.image.model import (
     DEFAULT_PRIOR,
     TOKENIZER_FILE,
@@ -51,7 +51,9 @@ from hyperfit.image.render import save_codes_grid
 from hyperfit.image.report import fit_report
 from hyperfit.image.tokenizers import describe_tokenizer
 
-SAMPLED = [name for name, s in STRATEGIES.items() if s.temperature and not s.repetition_penalty]
+SAMPLING_STRATEGIES = [name for name, s in STRATEGIES.items() if s.temperature and not s.repetition_penalty]
+# The completion figures whose differences between the hyperfitted and the original prior's decodings are stated.
+DIFFERENCE_FIGURES = ("ttr", "stripe_score", "rep_4", "nn_distance")
 
 
 @dataclass
@@ -98,9 +100,9 @@ class ImageEvalConfig:
             raise HyperfitError(
                 f"context_fraction {self.context_fraction} must lie in (0, 1); the paper uses 0.25."
             )
-        if self.sampling not in SAMPLED:
+        if self.sampling not in SAMPLING_STRATEGIES:
             raise HyperfitError(
-                f"--sampling {self.sampling!r} is not a sampling strategy; use one of {SAMPLED}."
+                f"--sampling {self.sampling!r} is not a sampling strategy; use one of {SAMPLING_STRATEGIES}."
             )
 
 
@@ -204,10 +206,10 @@ def main(cfg: FitImageConfig) -> dict:
     def evaluate(model, *, epoch: int, step: int) -> dict:
         if epoch == 0 and sample_original:  # the sampled column needs the original weights: before any update
             write_codes(run, SAMPLED, sample(model, splits, cfg=cfg, n_context=n_context))
-        metrics, codes = evaluate_images(
+        metrics, codes, units = evaluate_images(
             model, splits, eval_ids, tokenizer=tokenizer, n_context=n_context, cfg=cfg
         )
-        write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", codes)
+        write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", codes, units=units)
         if accelerator.is_main_process:  # a sharded model is evaluated by every process; one writes
             columns = {"context": splits.eval_codes, f"epoch {epoch}": codes, "truth": splits.eval_codes}
             save_grid_of(
@@ -237,6 +239,10 @@ def main(cfg: FitImageConfig) -> dict:
         comparison = compare_original(
             blocker, splits, tokenizer, cfg=cfg, run=run, n_context=n_context, device=accelerator.device
         )
+        differences = {  # each stated difference, paired over the held-out images
+            "after_minus_before": before_after_differences(run, evals),
+            **comparison.pop("differences"),
+        }
         summary = {
             "modality": "image",
             "model": model_description,
@@ -249,6 +255,7 @@ def main(cfg: FitImageConfig) -> dict:
             "before": _headline(evals[0]),
             "after": _headline(evals[-1]),
             **comparison,
+            "differences": differences,
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "trainable": trainable,
             "epoch_losses": result["epoch_losses"],
@@ -297,14 +304,26 @@ def sample(
 def evaluate_images(
     model, splits: ImageSplits, eval_ids: torch.Tensor, *, tokenizer, n_context: int, cfg: FitImageConfig
 ) -> tuple[dict, torch.Tensor]:
-    """(metrics, greedy completions): the held-out images completed greedily and measured (stripes, copies,
-    error against the truth), the raw entropy and top-1 at the generated positions, and teacher-forced
-    statistics on the held-out codes."""
+    """(metrics, greedy completions, per-image parts): the held-out images completed greedily and measured
+    (stripes, copies, error against the truth), the raw entropy and top-1 at the generated positions, and
+    teacher-forced statistics on the held-out codes (image i is block i), each with its interval over images."""
     greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=cfg.eval.eval_batch_size)
     held_out = teacher_forced_stats(model, eval_ids, batch_size=cfg.eval.eval_batch_size)
     image = measure(greedy.codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
     gen = {"gen_entropy": float(greedy.entropy.mean()), "gen_top1_prob": float(greedy.top1_prob.mean())}
-    return {**image, **gen, **held_out}, greedy.codes
+    steps = float(splits.eval_codes.size(1) - n_context)  # every completion generates all its codes
+    units = [
+        {**i, **h, "gen_entropy_sum": e * steps, "gen_top1_sum": t * steps, "gen_steps": steps}
+        for i, h, e, t in zip(
+            image.pop("units"),
+            held_out.pop("units"),
+            greedy.entropy.double().tolist(),
+            greedy.top1_prob.double().tolist(),
+            strict=True,
+        )
+    ]
+    gen.update(figure_intervals(units, names=list(gen)))
+    return {**image, **gen, **held_out}, greedy.codes, units
 
 
 def complete_blocked(
@@ -357,6 +376,16 @@ def compare_original(
         name: measure(codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
         for name, codes in {**completions, "held-out truth": splits.eval_codes}.items()
     }
+    units = {name: column.pop("units") for name, column in columns.items()}
+    originals = [name for name in completions if name.startswith("original ")]
+    differences = {
+        "hyperfitted_greedy_minus_original": {
+            name.removeprefix("original ").replace("-", "_"): figure_differences(
+                units["hyperfitted greedy"], units[name], figures=IMAGE_FIGURES, names=DIFFERENCE_FIGURES
+            )
+            for name in originals
+        }
+    }
     fid = {}
     if cfg.eval.fid_model:
         fid["fid"] = add_fid_kid(
@@ -373,6 +402,7 @@ def compare_original(
     save_grid_of(run.file("grid.png"), grid, tokenizer, n_context=n_context, cfg=cfg)
     return {
         "columns": columns,
+        "differences": differences,
         **fid,
         "blocker": {
             "n": cfg.eval.blocker_n,
@@ -399,12 +429,29 @@ def measure(
     )
 
 
+def before_after_differences(run: Run, evals: list[dict]) -> dict:
+    """After minus before of every image headline figure, paired over the held-out images (each image's parts
+    are in its generation record); empty for a run made before records held them."""
+    units = [
+        [r.get("units") for r in read_jsonl(run.file(f"generations/epoch_{record['epoch']:03d}.jsonl"))]
+        for record in (evals[0], evals[-1])
+    ]
+    if any(u is None for side in units for u in side):
+        return {}
+    return figure_differences(units[1], units[0], figures=IMAGE_FIGURES)
+
+
 def _headline(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "kind"}
 
 
-def write_codes(run: Run, name: str, codes: torch.Tensor) -> None:
-    run.write_jsonl(name, [{"index": i, "codes": row} for i, row in enumerate(codes.tolist())])
+def write_codes(run: Run, name: str, codes: torch.Tensor, *, units: list[dict] | None = None) -> None:
+    """One record per held-out image: its codes and, for the evaluations, its parts of the headline figures."""
+    rows = codes.tolist()
+    extra = [{"units": u} for u in units] if units is not None else [{} for _ in rows]
+    run.write_jsonl(
+        name, [{"index": i, "codes": row, **e} for i, (row, e) in enumerate(zip(rows, extra, strict=True))]
+    )
 
 
 def read_codes(run: Run, name: str) -> torch.Tensor:

@@ -226,7 +226,8 @@ class Context:
 
 def evaluate_blocks(model, eval_ids: torch.Tensor, *, eval_cfg: EvalConfig, eos_id=None) -> dict:
     """fit-text's evaluation on other blocks: greedy continuations of ``eval_ids[:, :prompt_tokens]`` (TTR over
-    the last ``ttr_window`` generated ids) and teacher-forced loss, perplexity, entropy, top-1 on ``eval_ids``."""
+    the last ``ttr_window`` generated ids) and teacher-forced loss, perplexity, entropy, top-1 on ``eval_ids``,
+    each with its 95 % interval over prompts (``<name>_ci``)."""
     gen, _ = generation_stats(
         model,
         eval_ids[:, : eval_cfg.prompt_tokens],
@@ -236,7 +237,9 @@ def evaluate_blocks(model, eval_ids: torch.Tensor, *, eval_cfg: EvalConfig, eos_
         batch_size=eval_cfg.eval_batch_size,
         eos_id=eos_id,
     )
-    return {**gen, **teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)}
+    held_out = teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)
+    gen.pop("units"), held_out.pop("units")  # per-prompt parts: not kept in the cached figures
+    return {**gen, **held_out}
 
 
 def top1_ids(model, *, blocks: torch.Tensor, batch_size: int, eos_id=None) -> torch.Tensor:
