@@ -5,6 +5,7 @@ figure, and a tiny fit-text run's summary.json carries ``<name>_ci`` around each
 from __future__ import annotations
 
 import math
+import shutil
 
 import pytest
 import torch
@@ -87,3 +88,40 @@ def test_fit_text_summary_has_intervals_and_paired_differences(tiny_run):
         decoding["hyperfitted"]["greedy"]["ttr"] - decoding["original"]["greedy"]["ttr"]
     )
     assert_interval_brackets(decoding["hyperfitted"]["greedy"], "ttr")
+
+
+def test_reports_show_each_interval_and_say_which_differences_are_not_distinguishable(tiny_run, tmp_path):
+    from hyperfit.common.report import write_report_files
+    from hyperfit.common.report.sections import HEADLINE_ROWS, before_after_note, before_after_table
+    from hyperfit.recipes.compare import write_comparison
+    from hyperfit.text.report import fit_report
+
+    summary = {
+        "before": {"ttr": 0.40, "ttr_ci": [0.35, 0.45], "rep_4": 0.30, "rep_4_ci": [0.2, 0.4]},
+        "after": {"ttr": 0.60, "ttr_ci": [0.55, 0.65], "rep_4": 0.28, "rep_4_ci": [0.18, 0.38]},
+        "differences": {
+            "after_minus_before": {
+                "ttr": {"diff": 0.2, "ci": [0.1, 0.3], "p": 0.001, "n": 16, "ci_includes_zero": False},
+                "rep_4": {"diff": -0.02, "ci": [-0.1, 0.06], "p": 0.6, "n": 16, "ci_includes_zero": True},
+            }
+        },
+    }
+    table = before_after_table(summary, HEADLINE_ROWS)
+    assert table.columns == ["metric", "before", "after", "change", "after − before [95 % CI]", "p"]
+    note = before_after_note(summary, HEADLINE_ROWS).markdown
+    assert "Not distinguishable from zero on these 16 prompts" in note
+    assert "rep-4 of the greedy continuations" in note and "greedy TTR" not in note
+
+    _, run = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("model", "checkpoints"))
+    write_report_files(fit_report(copy), copy)
+    page = (copy / "report.md").read_text()
+    saved = read_json(copy / "summary.json")
+    low, high = saved["after"]["ttr_ci"]
+    assert f"{saved['after']['ttr']:.3f} [{low:.3f}, {high:.3f}]" in page
+    assert "| after − before [95 % CI] | p |" in page
+    assert f"on these {saved['n_eval']} prompts" in page
+    assert "hyperfitted decoding greedily minus original with each strategy" in page
+    comparison = write_comparison([copy], tmp_path / "cmp").read_text()
+    assert "text after − before" in comparison and f"[{low:.3f}, {high:.3f}]" in comparison

@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_parts
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
 from hyperfit.common.report import Cell, Table
+from hyperfit.common.report.sections import recorded_interval
 from hyperfit.common.runs import HyperfitError, read_json, write_json
 from hyperfit.recipes import fit_text
 from hyperfit.recipes.fit_text import FitTextConfig
@@ -248,7 +249,11 @@ def top1_ids(model, *, blocks: torch.Tensor, batch_size: int, eos_id=None) -> to
 
 
 def _metrics(record: dict) -> dict:
-    return {k: record.get(k) for k in METRICS}
+    """The row metrics of an evaluation, each with its recorded 95 % interval (``<name>_ci``) when it has one."""
+    return {
+        **{k: record.get(k) for k in METRICS},
+        **{f"{k}_ci": record[f"{k}_ci"] for k in METRICS if f"{k}_ci" in record},
+    }
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -266,9 +271,10 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 def metric_table(rows: list[dict], columns: list[tuple[str, str, str]], *, caption: str = "") -> Table:
-    """One table row per dict: ``columns`` are (key, header, format); a missing value shows "–"."""
+    """One table row per dict: ``columns`` are (key, header, format); a missing value shows "–", a value with a
+    recorded ``<key>_ci`` its 95 % interval."""
     return Table(
         [label for _, label, _ in columns],
-        [[Cell(r.get(key), fmt=fmt) for key, _, fmt in columns] for r in rows],
+        [[Cell(r.get(key), ci=recorded_interval(r, key), fmt=fmt) for key, _, fmt in columns] for r in rows],
         caption=caption,
     )
