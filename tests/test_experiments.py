@@ -123,7 +123,7 @@ def test_data_size_holds_updates_fixed_and_evaluates_on_one_held_out_set(
 
 def test_data_order_agreement_matrix(tiny_model_dir, news_file, tmp_path):
     out = tmp_path / "order"
-    args = ("--seeds", "0,1", "--repeat_first_seed", "true")
+    args = ("--orders", "0,1", "--repeat_first_seed", "true")
     assert experiment("data-order", tiny_model_dir, news_file, out, *args) == 0
     assert_report(out, 1)
     summary = read_json(out / "summary.json")

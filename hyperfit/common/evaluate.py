@@ -22,7 +22,7 @@ from hyperfit.common.decode import LogitsProcessor, decode
 
 @dataclass(frozen=True)
 class Ratio:
-    """A figure as ``Σ numerator / Σ denominator`` over units (prompts, held-out blocks, images), ``exp`` of it
+    """A figure as ``Σ numerator / Σ denominator`` over units (prompts, held-out blocks), ``exp`` of it
     when ``exp``; without a denominator, the mean over units. Names are keys of each unit's parts."""
 
     numerator: str

@@ -32,6 +32,7 @@ from hyperfit.common.runs import (
     read_jsonl,
     write_json,
 )
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
 from hyperfit.common.shard import every_rank_evaluates, save_full_model
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
@@ -121,6 +122,7 @@ class FitImageConfig:
         default_factory=ImageEvalConfig, metadata={"help": "What evaluations measure."}
     )
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The run directory."})
+    seeds: SeedsConfig = field(default_factory=SeedsConfig, metadata={"help": "Repeat over training seeds."})
 
 
 PRESETS = {
@@ -168,9 +170,33 @@ def write_report(run_dir, summary: dict | None = None):
     return write_report_files(fit_report(run_dir, summary), run_dir)
 
 
+SEED_CONTROLS = (
+    "Each seed is the run's --seed: the order of the training images in every epoch, the sampled columns' draws "
+    "and the initialisation of any weight the prior lacks; the training and held-out images are chosen by "
+    "--data_seed, the same for every seed."
+)
+
+
 def main(cfg: FitImageConfig) -> dict:
+    seeds = parse_seeds(cfg.seeds.seeds)
+    if len(seeds) == 1:
+        cfg = for_seed(cfg, seeds[0])
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
+    if len(seeds) > 1:
+        return run_seeds(
+            seeds,
+            lambda seed, out: main(for_seed(cfg, seed, out)),
+            out=cfg.run.out,
+            headline=seed_headline,
+            command="fit-image",
+            config=config_dict(cfg),
+            seed_controls=SEED_CONTROLS,
+            overwrite=cfg.run.overwrite,
+            resume=cfg.run.resume,
+            writer=accelerator.is_main_process,
+            barrier=accelerator.wait_for_everyone,
+        )
     prior = Path(cfg.model.prior)
     recorded = {
         **config_dict(cfg),
@@ -456,6 +482,26 @@ def write_codes(run: Run, name: str, codes: torch.Tensor, *, units: list[dict] |
 
 def read_codes(run: Run, name: str) -> torch.Tensor:
     return torch.tensor([record["codes"] for record in read_jsonl(run.file(name))], dtype=torch.long)
+
+
+def seed_headline(summary: dict) -> dict[str, dict[str, float]]:
+    """What ``--seeds`` averages: the headline figures before and after, after − before, and the hyperfitted
+    prior's greedy stripes and TTR minus the original's with each decoding."""
+    differences = summary.get("differences", {})
+    against = differences.get("hyperfitted_greedy_minus_original", {})
+    return {
+        **{
+            side: numbers(summary[side], set(summary[side]) - {"epoch", "step"})
+            for side in ("before", "after")
+        },
+        "after_minus_before": {k: d["diff"] for k, d in differences.get("after_minus_before", {}).items()},
+        **{
+            f"hyperfitted_greedy_minus_original_{figure}": {
+                strategy: d[figure]["diff"] for strategy, d in against.items() if figure in d
+            }
+            for figure in ("stripe_score", "ttr")
+        },
+    }
 
 
 def _one_line(summary: dict) -> str:

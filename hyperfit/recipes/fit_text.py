@@ -33,6 +33,7 @@ from hyperfit.common.evaluate import (
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, finished_summary, load_saved_ids, read_jsonl, write_json
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
 from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model, sharding
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
@@ -63,6 +64,7 @@ class FitTextConfig:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "How to hyperfit."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "What every evaluation measures."})
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The run directory."})
+    seeds: SeedsConfig = field(default_factory=SeedsConfig, metadata={"help": "Repeat over training seeds."})
 
 
 PRESETS = {
@@ -122,11 +124,35 @@ def write_report(run_dir, summary: dict | None = None):
     return write_report_files(fit_report(run_dir, summary), run_dir)
 
 
+SEED_CONTROLS = (
+    "Each seed is the run's --seed: the order of the training blocks in every epoch, the sampling strategies' "
+    "draws and the initialisation of any weight the checkpoint lacks; the training and held-out texts are chosen "
+    "by --data_seed, the same for every seed."
+)
+
+
 def main(cfg: FitTextConfig) -> dict:
+    seeds = parse_seeds(cfg.seeds.seeds)
+    if len(seeds) == 1:
+        cfg = for_seed(cfg, seeds[0])
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
     check_source(cfg.data)  # every input is checked before the run directory is touched
     parse_eval_data(cfg.data.eval_data)
+    if len(seeds) > 1:
+        return run_seeds(
+            seeds,
+            lambda seed, out: main(for_seed(cfg, seed, out)),
+            out=cfg.run.out,
+            headline=seed_headline,
+            command="fit-text",
+            config=config_dict(cfg),
+            seed_controls=SEED_CONTROLS,
+            overwrite=cfg.run.overwrite,
+            resume=cfg.run.resume,
+            writer=accelerator.is_main_process,
+            barrier=accelerator.wait_for_everyone,
+        )
     recorded = {
         **config_dict(cfg),
         "model_fingerprint": model_fingerprint(cfg.model),
@@ -447,6 +473,22 @@ def _headline(record: dict) -> dict:
         "epoch": record["epoch"],
         "step": record["step"],
         **{k: record[k] for name in HEADLINE for k in (name, f"{name}_ci") if k in record},
+    }
+
+
+def seed_headline(summary: dict) -> dict[str, dict[str, float]]:
+    """What ``--seeds`` averages: the headline figures before and after, after − before, and the hyperfitted
+    model's greedy TTR minus the original's with each strategy."""
+    differences = summary.get("differences", {})
+    return {
+        "before": numbers(summary["before"], HEADLINE),
+        "after": numbers(summary["after"], HEADLINE),
+        "after_minus_before": {k: d["diff"] for k, d in differences.get("after_minus_before", {}).items()},
+        "hyperfitted_greedy_minus_original_ttr": {
+            strategy: d["ttr"]["diff"]
+            for strategy, d in differences.get("hyperfitted_greedy_minus_original", {}).items()
+            if "ttr" in d
+        },
     }
 
 

@@ -389,7 +389,7 @@ def sharpness_plots(summary: dict) -> list[Plot]:
 
 def cross_run_table(summaries: dict[str, dict], rows: Sequence[MetricRow]) -> Table:
     """One column per run and side ("<name> before", "<name> after"), each value with its 95 % interval when
-    recorded, and "<name> after − before" (paired over the run's prompts or images, interval and p) for runs that
+    recorded, and "<name> after − before" (paired over the run's held-out units, interval and p) for runs that
     record it; one row per metric some run holds."""
     sides = [(name, side) for name in summaries for side in ("before", "after", "after − before")]
     sides = [

@@ -34,18 +34,24 @@ COLUMNS = [
 ]
 
 
+ORDER_SEED_STRIDE = 1000  # order k of --seed s trains with seed 1000 s + k
+
+
 def data_order(ctx: Context) -> Outcome:
-    """The same blocks in K orders (one ``--seed`` each), then pairwise top-1 agreement on the held-out blocks.
+    """The same blocks in K orders (``--orders``, each a training seed), then pairwise top-1 agreement on the
+    held-out blocks.
 
     With a pretrained checkpoint and dropout off, ``--seed`` changes only the data order: it feeds ``epoch_order``
     (the per-epoch permutation), the global RNGs (used by dropout, off here, and by the random initialisation of
     weights missing from the checkpoint, none for a complete one) and sampling (no decoding strategies run here).
     Document selection has its own ``--data_seed``, equal for every order; the manifests are checked to match.
     """
-    seeds = _ints(ctx.exp.seeds, "seeds")
-    variants = {f"seed{s}": s for s in seeds}
+    orders = _ints(ctx.exp.orders, "orders")
+    # --seed s (one seed of `--seeds`) picks another set of orders, so that repeating the experiment over seeds
+    # repeats it over independent orders; s = 0 trains order k with seed k.
+    variants = {f"seed{k}": k + ORDER_SEED_STRIDE * ctx.train.seed for k in orders}
     if ctx.exp.repeat_first_seed:
-        variants[f"seed{seeds[0]}_repeat"] = seeds[0]
+        variants[f"seed{orders[0]}_repeat"] = variants[f"seed{orders[0]}"]
     train = replace(ctx.train, eval_every_epochs=ctx.train.epochs)
     summaries, argmax, blocks = {}, {}, None
     for variant, seed in variants.items():

@@ -23,6 +23,7 @@ from hyperfit.common.evaluate import collect_token_stats, generation_stats, teac
 from hyperfit.common.report import Cell, Table
 from hyperfit.common.report.sections import recorded_interval
 from hyperfit.common.runs import HyperfitError, read_json, write_json
+from hyperfit.common.seeds import SeedsConfig
 from hyperfit.recipes import fit_text
 from hyperfit.recipes.fit_text import FitTextConfig
 from hyperfit.text.data import TextDataConfig
@@ -40,12 +41,16 @@ class ExperimentConfig:
     updates: int = field(
         default=80, metadata={"help": "data-size: optimizer updates held fixed for every N (paper: 5,000)."}
     )
-    seeds: str = field(
-        default="0,1,2", metadata={"help": "data-order: one seed per data order (comma list, ≥ 2 distinct)."}
+    orders: str = field(
+        default="0,1,2",
+        metadata={
+            "help": "data-order: one data order per entry, each the training seed of its run (comma list, ≥ 2 "
+            "distinct); with --seed s each order k trains with seed 1000 s + k."
+        },
     )
     repeat_first_seed: bool = field(
         default=False,
-        metadata={"help": "data-order: train the first seed twice to measure run-to-run nondeterminism."},
+        metadata={"help": "data-order: train the first order twice to measure run-to-run nondeterminism."},
     )
     domains: str = field(
         default="lee,wiki",
@@ -95,6 +100,9 @@ class ExperimentRecipeConfig:
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The experiment directory."})
     exp: ExperimentConfig = field(
         default_factory=ExperimentConfig, metadata={"help": "What the variants vary."}
+    )
+    seeds: SeedsConfig = field(
+        default_factory=SeedsConfig, metadata={"help": "Repeat the whole experiment over training seeds."}
     )
 
 
