@@ -57,8 +57,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         data_size_report,
     ),
     "data-order": Experiment(
-        "Paper §6.1 / Fig. 5 left: the same blocks in different orders; pairwise top-1 agreement of the "
-        "hyperfitted models on the held-out blocks. Paper: about 30 % of top-1 predictions differ.",
+        "Paper §6.1 / Fig. 5 left: the same blocks in different orders, and Shuffle-1 (one pair of blocks "
+        "swapped); pairwise top-1 agreement of the hyperfitted models on the held-out blocks. Paper: about 30 % "
+        "of top-1 predictions differ, even after Shuffle-1.",
         data_order,
         data_order_report,
     ),
@@ -262,7 +263,7 @@ USAGE = """usage: hyperfit experiment NAME [fit-text options] [experiment option
 
 experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and one run per variant in DIR/runs/):
   data-size   TTR vs training-set size N with the number of updates held fixed     (--sizes, --updates)
-  data-order  the same data in different orders: pairwise top-1 agreement           (--orders, --repeat_first_seed)
+  data-order  the same data in different orders, and Shuffle-1: top-1 agreement   (--orders, --shuffle_one)
   domain      train on each domain, evaluate on every domain                        (--domains)
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
   early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)

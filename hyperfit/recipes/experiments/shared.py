@@ -52,6 +52,13 @@ class ExperimentConfig:
         default=False,
         metadata={"help": "data-order: train the first order twice to measure run-to-run nondeterminism."},
     )
+    shuffle_one: bool = field(
+        default=True,
+        metadata={
+            "help": "data-order: also train the first order with one pair of training blocks swapped (the paper's "
+            "Shuffle-1: the first blocks of its first two batches in epoch 1 trade places in every epoch)."
+        },
+    )
     domains: str = field(
         default="lee,wiki",
         metadata={"help": "domain: training corpora (comma list of --data values); each is also evaluated."},
