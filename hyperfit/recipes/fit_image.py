@@ -70,8 +70,9 @@ class ImageEvalConfig:
     sampling: str = field(
         default="top_p",
         metadata={
-            "help": "Sampled column of the original prior: a sampling strategy of the shared table (top_p = the "
-            "paper's baseline, temperature 0.7, top-k 50, top-p 0.9; min_p; typical)."
+            "help": "Sampled columns of the original and the hyperfitted prior: comma list of sampling strategies "
+            "of the shared table (top_p = the paper's baseline, temperature 0.7, top-k 50, top-p 0.9; min_p; "
+            "typical)."
         },
     )
     blocker_n: int = field(
@@ -101,10 +102,15 @@ class ImageEvalConfig:
             raise HyperfitError(
                 f"context_fraction {self.context_fraction} must lie in (0, 1); the paper uses 0.25."
             )
-        if self.sampling not in SAMPLING_STRATEGIES:
+        unknown = [name for name in self.sampling_names() if name not in SAMPLING_STRATEGIES]
+        if unknown or not self.sampling_names():
             raise HyperfitError(
-                f"--sampling {self.sampling!r} is not a sampling strategy; use one of {SAMPLING_STRATEGIES}."
+                f"--sampling {unknown[0] if unknown else self.sampling!r} is not a sampling strategy; use one or "
+                f"more of {', '.join(SAMPLING_STRATEGIES)}."
             )
+
+    def sampling_names(self) -> list[str]:
+        return list(dict.fromkeys(name.strip() for name in self.sampling.split(",") if name.strip()))
 
 
 @dataclass
@@ -162,7 +168,8 @@ PRESETS = {
 PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
 # Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
-SAMPLED = "generations/original_sampled.jsonl"  # the original prior's sampled completions
+SAMPLED = "generations/{model}_{strategy}.jsonl"  # a prior's completions sampled with one strategy
+LEGACY_SAMPLED = "generations/original_sampled.jsonl"  # the one sampled column of runs made before the list
 REPORT_ONLY = {"grid_rows", "grid_scale", "copy_mse", "fid_model", "fid_pretrained", "fid_download"}
 
 
@@ -227,11 +234,16 @@ def main(cfg: FitImageConfig) -> dict:
     train_ids = encode_for_model(splits.train_codes, sos=sos_id(model))[:, :block_len]
     eval_ids = encode_for_model(splits.eval_codes, sos=sos_id(model))[:, :block_len]
     # Decided once, before any process could write the file: a sharded model needs every process to sample.
-    sample_original = not run.file(SAMPLED).exists()
+    unsampled = [
+        name
+        for name in cfg.eval.sampling_names()
+        if not run.file(sampled_file("original", name, cfg)).exists()
+    ]
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        if epoch == 0 and sample_original:  # the sampled column needs the original weights: before any update
-            write_codes(run, SAMPLED, sample(model, splits, cfg=cfg, n_context=n_context))
+        for name in unsampled if epoch == 0 else ():  # the original's sampled columns: before any update
+            codes = sample(model, splits, strategy=name, cfg=cfg, n_context=n_context)
+            write_codes(run, sampled_file("original", name, cfg), codes)
         metrics, codes, units = evaluate_images(
             model, splits, eval_ids, tokenizer=tokenizer, n_context=n_context, cfg=cfg
         )
@@ -256,7 +268,9 @@ def main(cfg: FitImageConfig) -> dict:
     stop_tracking(accelerator, run)
     accelerator.free_memory()  # drop the optimizer (Adam state)
 
-    blocker = complete_blocked(model, splits, cfg=cfg, run=run, n_context=n_context, accelerator=accelerator)
+    blocker = complete_hyperfitted(
+        model, splits, cfg=cfg, run=run, n_context=n_context, accelerator=accelerator
+    )
     if cfg.run.save_model:
         save_full_model(model, run.file("model"), accelerator)
 
@@ -311,20 +325,26 @@ def image_splits(cfg: FitImageConfig, run: Run, tokenizer, *, recorded: dict, ac
 
 
 def sample(
-    model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, n_context: int
+    model: torch.nn.Module, splits: ImageSplits, *, strategy: str, cfg: FitImageConfig, n_context: int
 ) -> torch.Tensor:
-    """Completions of the held-out images sampled with ``--sampling`` (a strategy of the shared table), seeded."""
-    strategy = STRATEGIES[cfg.eval.sampling]
+    """Completions of the held-out images sampled with ``strategy`` (of the shared table), seeded by ``--seed``:
+    the same draws for the original and the hyperfitted prior."""
+    chosen = STRATEGIES[strategy]
     device = next(model.parameters()).device
     return complete(
         model,
         splits.eval_codes,
         n_context=n_context,
-        temperature=strategy.temperature,
-        warpers=strategy.warpers(),
+        temperature=chosen.temperature,
+        warpers=chosen.warpers(),
         generator=torch.Generator(device).manual_seed(cfg.train.seed),
         batch_size=cfg.eval.eval_batch_size,
     ).codes
+
+
+def sampled_file(model: str, strategy: str, cfg: FitImageConfig) -> str:
+    """Where ``model``'s (original / hyperfitted) completions sampled with ``strategy`` are kept."""
+    return SAMPLED.format(model=model, strategy=strategy)
 
 
 def evaluate_images(
@@ -352,11 +372,13 @@ def evaluate_images(
     return {**image, **gen, **held_out}, greedy.codes, units
 
 
-def complete_blocked(
+def complete_hyperfitted(
     model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, run: Run, n_context: int, accelerator
 ) -> CitationBlocker:
-    """Greedy completions of the held-out images under the citation blocker (every process of a sharded model,
-    else the main one), written to generations/; returns the blocker with its counts."""
+    """The hyperfitted prior's other completions of the held-out images: greedy under the citation blocker and
+    sampled with each ``--sampling`` strategy (the original's sampled columns, for the same model after
+    hyperfitting), on every process of a sharded model, else the main one; written to generations/. Returns the
+    blocker with its counts."""
     blocker = CitationBlocker(splits.train_codes, n=cfg.eval.blocker_n)
     if every_rank_evaluates(accelerator) or accelerator.is_main_process:
         blocked = complete(
@@ -367,6 +389,9 @@ def complete_blocked(
             batch_size=cfg.eval.eval_batch_size,
         )
         write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
+        for name in cfg.eval.sampling_names():
+            codes = sample(model, splits, strategy=name, cfg=cfg, n_context=n_context)
+            write_codes(run, sampled_file("hyperfitted", name, cfg), codes)
     return blocker
 
 
@@ -390,12 +415,25 @@ def compare_original(
     sampled, the hyperfitted one greedy (last evaluation) and under the citation blocker, and the truth itself
     (the level a faithful completion would reach); FID/KID when asked, and the grid of them all."""
     evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+    strategies = cfg.eval.sampling_names()
+
+    def label(strategy: str) -> str:
+        return strategy.replace("_", "-")
+
+    def original_sampled(strategy: str) -> torch.Tensor:
+        path = sampled_file("original", strategy, cfg)
+        if not run.file(path).exists() and strategy == strategies[0] and run.file(LEGACY_SAMPLED).exists():
+            path = LEGACY_SAMPLED  # a run resumed from before the list kept its one sampled column there
+        return read_codes(run, path)
+
     completions = {
         "original greedy": read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
-        f"original {cfg.eval.sampling.replace('_', '-')}": read_codes(
-            run, "generations/original_sampled.jsonl"
-        ),
+        **{f"original {label(s)}": original_sampled(s) for s in strategies},
         "hyperfitted greedy": read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
+        **{
+            f"hyperfitted {label(s)}": read_codes(run, sampled_file("hyperfitted", s, cfg))
+            for s in strategies
+        },
         "hyperfitted + blocker": read_codes(run, "generations/hyperfitted_blocked.jsonl"),
     }
     columns = {
@@ -403,14 +441,17 @@ def compare_original(
         for name, codes in {**completions, "held-out truth": splits.eval_codes}.items()
     }
     units = {name: column.pop("units") for name, column in columns.items()}
-    originals = [name for name in completions if name.startswith("original ")]
+
+    def difference(a: str, b: str) -> dict:
+        return figure_differences(units[a], units[b], figures=IMAGE_FIGURES, names=DIFFERENCE_FIGURES)
+
     differences = {
         "hyperfitted_greedy_minus_original": {
-            name.removeprefix("original ").replace("-", "_"): figure_differences(
-                units["hyperfitted greedy"], units[name], figures=IMAGE_FIGURES, names=DIFFERENCE_FIGURES
-            )
-            for name in originals
-        }
+            s: difference("hyperfitted greedy", f"original {label(s)}") for s in ["greedy", *strategies]
+        },
+        "hyperfitted_minus_original": {
+            s: difference(f"hyperfitted {label(s)}", f"original {label(s)}") for s in ["greedy", *strategies]
+        },
     }
     fid = {}
     if cfg.eval.fid_model:
@@ -424,7 +465,14 @@ def compare_original(
             download=cfg.eval.fid_download,
             device=device,
         )
-    grid = {"context": splits.eval_codes, **completions, "truth": splits.eval_codes}
+    # The grid keeps its columns (one sampled: the original's first strategy); the table has every decoding.
+    shown = [
+        "original greedy",
+        f"original {label(strategies[0])}",
+        "hyperfitted greedy",
+        "hyperfitted + blocker",
+    ]
+    grid = {"context": splits.eval_codes, **{n: completions[n] for n in shown}, "truth": splits.eval_codes}
     save_grid_of(run.file("grid.png"), grid, tokenizer, n_context=n_context, cfg=cfg)
     return {
         "columns": columns,
