@@ -12,6 +12,7 @@ import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -79,7 +80,7 @@ def figure_intervals(
         low, high = stats.ratio_ci(
             numerators,
             denominators or [1.0] * len(numerators),
-            transform=math.exp if figures[name].exp else None,
+            transform=np.exp if figures[name].exp else None,
             strata=strata,
         )
         if math.isfinite(low) and math.isfinite(high):  # undefined, e.g., with no short rows or one unit
@@ -107,7 +108,7 @@ def figure_differences(
         if a is None or b is None:
             continue
         difference = stats.paired_ratio_difference(
-            a[0], a[1], b[0], b[1], transform=math.exp if figure.exp else None, strata=strata
+            a[0], a[1], b[0], b[1], transform=np.exp if figure.exp else None, strata=strata
         )
         if all(math.isfinite(x) for x in (difference["diff"], *difference["ci"])):
             out[name] = difference  # left out where undefined, e.g., with no short rows or one unit

@@ -142,7 +142,10 @@ def _ratio_figure(
 ) -> np.ndarray:
     """``transform(Σ num / Σ den)`` per stratum (last axis), averaged over strata; NaN where a total is 0."""
     ratios = np.divide(num_sums, den_sums, out=np.full(num_sums.shape, np.nan), where=den_sums != 0)
-    if transform is not None:
+    if isinstance(transform, np.ufunc):  # e.g. np.exp: on the whole array at once
+        with np.errstate(over="ignore"):
+            ratios = transform(ratios)
+    elif transform is not None:
         flat = [transform(float(r)) if np.isfinite(r) else float("nan") for r in ratios.reshape(-1)]
         ratios = np.array(flat, dtype=float).reshape(ratios.shape)
     return ratios.mean(-1)
@@ -172,8 +175,8 @@ def ratio_ci(
     seed: int = 0,
 ) -> Interval:
     """Interval of ``transform(Σ numerators / Σ denominators)`` resampling units: corpus-level figures such as
-    perplexity (per-block summed NLL over per-block token counts, ``transform=math.exp``) or SimCTG's rep-n; a
-    mean over units is the case of denominators all 1.
+    perplexity (per-block summed NLL over per-block token counts, ``transform=math.exp``, or ``np.exp``, which is
+    applied to all resamples at once) or SimCTG's rep-n; a mean over units is the case of denominators all 1.
 
     With ``strata`` (one label per unit, e.g. the held-out domain of each prompt) units are resampled within
     their stratum and the figure is the unweighted mean over strata of each stratum's figure, as a table that
@@ -300,7 +303,8 @@ def _swap_p_value(a, b, observed: float, transform, members, *, n_permutations: 
     if changed.size == 0:
         return 1.0
     if changed.size <= EXACT_PERMUTATION_LIMIT:
-        swaps = np.array(list(itertools.product((0.0, 1.0), repeat=changed.size)))
+        # Every swap pattern once: the bits of 0 .. 2^k - 1.
+        swaps = ((np.arange(2**changed.size)[:, None] >> np.arange(changed.size)) & 1).astype(float)
     else:
         swaps = np.random.default_rng(seed).choice((0.0, 1.0), size=(n_permutations, changed.size))
     stratum = np.empty(len(num_a), dtype=int)
