@@ -197,6 +197,15 @@ def test_eval_data_reports_every_figure_per_domain_and_averaged(tiny_model_dir, 
         (greedy["domains"]["news"]["ttr"] + greedy["domains"]["stories"]["ttr"]) / 2
     )
     assert set(summary["sharpness"]["domains"]) == {"news", "stories"}
+    # Intervals resample prompts within their domain, of the figure as reported (the mean over domains), so
+    # each brackets its value and after - before is the difference of the reported figures.
+    for key in ("ttr", "loss", "perplexity", "rep_4", "entropy"):
+        low, high = summary["after"][f"{key}_ci"]
+        assert low - 1e-9 <= summary["after"][key] <= high + 1e-9, key
+        change = summary["differences"]["after_minus_before"][key]
+        assert change["diff"] == pytest.approx(summary["after"][key] - summary["before"][key], rel=1e-6), key
+    low, high = greedy["ttr_ci"]
+    assert low <= greedy["ttr"] <= high
 
 
 def test_eval_data_that_overlaps_the_training_documents_is_refused(
