@@ -51,7 +51,7 @@ from hyperfit.image.render import save_codes_grid
 from hyperfit.image.report import fit_report
 from hyperfit.image.tokenizers import describe_tokenizer
 
-SAMPLED = [name for name, s in STRATEGIES.items() if s.temperature and not s.repetition_penalty]
+SAMPLING_STRATEGIES = [name for name, s in STRATEGIES.items() if s.temperature and not s.repetition_penalty]
 
 
 @dataclass
@@ -98,9 +98,9 @@ class ImageEvalConfig:
             raise HyperfitError(
                 f"context_fraction {self.context_fraction} must lie in (0, 1); the paper uses 0.25."
             )
-        if self.sampling not in SAMPLED:
+        if self.sampling not in SAMPLING_STRATEGIES:
             raise HyperfitError(
-                f"--sampling {self.sampling!r} is not a sampling strategy; use one of {SAMPLED}."
+                f"--sampling {self.sampling!r} is not a sampling strategy; use one of {', '.join(SAMPLING_STRATEGIES)}."
             )
 
 
