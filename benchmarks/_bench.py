@@ -165,28 +165,47 @@ def ratios(per_repeat: dict[str, list[float]], numerator: str, denominator: str)
     return [a / b for a, b in zip(per_repeat[numerator], per_repeat[denominator], strict=True)]
 
 
-def matmul_peak(dtype: torch.dtype, *, sizes: tuple[int, ...] = (1024, 2048), seconds: float = 4.0) -> dict:
-    """Best rate (FLOP/s) of square products in ``dtype`` on the CPU: the best single product of each size over
+def matmul_peak(
+    dtype: torch.dtype,
+    *,
+    sizes: tuple[int, ...] = (1024, 2048),
+    seconds: float = 4.0,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Best rate (FLOP/s) of square products in ``dtype`` on ``device``: the best single product of each size over
     about ``seconds`` (best, not median: on a shared machine the best run is the one nothing else disturbed).
 
     A dtype that the CPU multiplies slowly (bf16 without AVX-512) is measured on smaller products, so that the
-    measurement stays short; the sizes used are recorded.
+    measurement stays short; the sizes used are recorded. On a GPU the products are larger (small ones measure
+    the launch, not the arithmetic) and each is timed to its end (the GPU runs asynchronously).
     """
-    probe = torch.randn(256, 256, dtype=dtype)
+    device = torch.device(device)
+    if device.type == "cuda":
+        sizes = (4096, 8192)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    probe = torch.randn(256, 256, dtype=dtype, device=device)
     probe @ probe  # the first product pays for thread start-up and packing buffers
+    sync()
     start = time.perf_counter()
     probe @ probe
+    sync()
     probe_rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)
     best: dict[int, float] = {}
     for n in sizes:
-        while n > 256 and 2 * n**3 / probe_rate > seconds / 10:
+        while device.type == "cpu" and n > 256 and 2 * n**3 / probe_rate > seconds / 10:
             n //= 2
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         a @ b  # warm-up
+        sync()
         fastest, deadline, runs = float("inf"), time.perf_counter() + seconds / len(sizes), 0
         while runs < 3 or time.perf_counter() < deadline:
             start = time.perf_counter()
             a @ b
+            sync()
             fastest = min(fastest, time.perf_counter() - start)
             runs += 1
         best[n] = 2 * n**3 / fastest
