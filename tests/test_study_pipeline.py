@@ -94,8 +94,11 @@ def test_simulated_study_end_to_end_recovers_the_truth(pairs_study, tmp_path, ca
     cells = [c for c in report["simulation"]["cells"] if c["subset"] == "passing_checks"]
     assert len(cells) == 8 and sum(c["covered"] for c in cells) >= 4
     bt = report["bradley_terry"]["24"]
-    order = sorted(bt["strengths"], key=lambda p: bt["strengths"][p]["theta"])
-    assert order[0] == "original/greedy" and order[-1] == "hyperfitted/greedy"
+    theta = {system: bt["strengths"][system]["theta"] for system in bt["strengths"]}
+    # The worst system (truth -2.5) is found, and far below the best (truth +0.8); the best's lead over the
+    # systems near 0 is too small for 36 votes to order every time, so it is not asserted.
+    assert min(theta, key=theta.get) == "original/greedy"
+    assert theta["hyperfitted/greedy"] - theta["original/greedy"] > 1.0
     assert bt["strengths"]["reference"]["theta"] == 0.0
     headline = report["paired_tests"][0]
     assert (headline["a"], headline["b"]) == ("hyperfitted/greedy", "original/top_p")
