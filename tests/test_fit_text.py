@@ -117,7 +117,7 @@ def test_yaml_config_and_flags_layer_over_presets(tiny_model_dir, news_file, tmp
     yaml_file = tmp_path / "exp.yaml"
     yaml_file.write_text("preset: cpu-demo\nepochs: 7\nlr: 1.0e-4\n")
     cfg = parse_recipe_config(FitTextConfig, ["--config", str(yaml_file), "--lr", "2e-4"], presets=PRESETS)
-    assert cfg.data.n_train == 32 and cfg.train.epochs == 7 and cfg.train.lr == 2e-4
+    assert cfg.data.n_train == 16 and cfg.train.epochs == 7 and cfg.train.lr == 2e-4
     yaml_file.write_text("epochs: 3\nnot_a_field: 1\n")
     assert hyperfit(["fit-text", "--config", str(yaml_file)]) == 2
 
