@@ -158,7 +158,7 @@ PRESETS = {
 PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
 # Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
-SAMPLED = "generations/original_sampled.jsonl"  # the original prior's sampled completions
+SAMPLED_FILE = "generations/original_sampled.jsonl"  # the original prior's sampled completions
 REPORT_ONLY = {"grid_rows", "grid_scale", "copy_mse", "fid_model", "fid_pretrained", "fid_download"}
 
 
@@ -199,11 +199,11 @@ def main(cfg: FitImageConfig) -> dict:
     train_ids = encode_for_model(splits.train_codes, sos=sos_id(model))[:, :block_len]
     eval_ids = encode_for_model(splits.eval_codes, sos=sos_id(model))[:, :block_len]
     # Decided once, before any process could write the file: a sharded model needs every process to sample.
-    sample_original = not run.file(SAMPLED).exists()
+    sample_original = not run.file(SAMPLED_FILE).exists()
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
         if epoch == 0 and sample_original:  # the sampled column needs the original weights: before any update
-            write_codes(run, SAMPLED, sample(model, splits, cfg=cfg, n_context=n_context))
+            write_codes(run, SAMPLED_FILE, sample(model, splits, cfg=cfg, n_context=n_context))
         metrics, codes = evaluate_images(
             model, splits, eval_ids, tokenizer=tokenizer, n_context=n_context, cfg=cfg
         )
@@ -348,7 +348,7 @@ def compare_original(
     completions = {
         "original greedy": read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
         f"original {cfg.eval.sampling.replace('_', '-')}": read_codes(
-            run, "generations/original_sampled.jsonl"
+            run, SAMPLED_FILE
         ),
         "hyperfitted greedy": read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
         "hyperfitted + blocker": read_codes(run, "generations/hyperfitted_blocked.jsonl"),
