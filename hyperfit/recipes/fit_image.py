@@ -347,9 +347,7 @@ def compare_original(
     evals = [r for r in run.metrics() if r.get("kind") == "eval"]
     completions = {
         "original greedy": read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
-        f"original {cfg.eval.sampling.replace('_', '-')}": read_codes(
-            run, SAMPLED_FILE
-        ),
+        f"original {cfg.eval.sampling.replace('_', '-')}": read_codes(run, SAMPLED_FILE),
         "hyperfitted greedy": read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
         "hyperfitted + blocker": read_codes(run, "generations/hyperfitted_blocked.jsonl"),
     }
