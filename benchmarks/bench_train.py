@@ -176,8 +176,8 @@ def run(*, quick: bool = False, rounds: int | None = None) -> dict:
     tokens_per_step = batch * (block_len - 1)
     per_repeat = {name: [tokens_per_step / s for s in v] for name, v in step_seconds.items()}
     peaks = {
-        "fp32": _bench.matmul_peak(torch.float32),
-        "bf16": _bench.matmul_peak(torch.bfloat16),
+        "fp32": _bench.matmul_peak(torch.float32, device=device),
+        "bf16": _bench.matmul_peak(torch.bfloat16, device=device),
     }
     n = _bench.n_params(base)
     flops_per_token = 6 * n

@@ -60,7 +60,10 @@ def summarise() -> dict:
     """summary.json from whatever result files exist (each keeps its own machine description and date)."""
     train, decode, evaluation = load("train"), load("decode"), load("eval")
     image, blocker = load("image"), load("blocker")
-    summary: dict = {"machine": _bench.machine()}
+    # The machine the results were measured on (summarising elsewhere, e.g. results copied from a GPU machine,
+    # must not describe this one).
+    measured = next((r["machine"] for r in (train, decode, evaluation, image, blocker) if r), None)
+    summary: dict = {"machine": measured or _bench.machine()}
     if train:
         summary["train_vs_hf_trainer"] = train["ratios"]["train_vs_hf_trainer"]
         summary["train_vs_official_loop"] = train["ratios"]["train_vs_official_loop"]

@@ -92,6 +92,18 @@ def test_eval_compares_a_run_with_its_original(tiny_model_dir, news_file, tmp_pa
     assert summary["decoding"]["original"]["top_p"]["dataset_bleu"] == pytest.approx(sum(bleu) / len(bleu))
     assert summary["ttr_by_position"] == {}  # continuations no longer than the TTR window: no curve
 
+    # Intervals per model x strategy, and every other model against the first, paired over the prompts.
+    decoding = summary["decoding"]
+    for strategy in ("greedy", "top_p"):
+        low, high = decoding["hyperfitted"][strategy]["ttr_ci"]
+        assert low <= decoding["hyperfitted"][strategy]["ttr"] <= high
+        greedy = summary["differences"]["hyperfitted_greedy_minus_original"][strategy]["ttr"]
+        expected = decoding["hyperfitted"]["greedy"]["ttr"] - decoding["original"][strategy]["ttr"]
+        assert greedy["diff"] == pytest.approx(expected) and greedy["n"] == summary["n_prompts"]
+        same = summary["differences"]["hyperfitted_minus_original"][strategy]["rep_4"]
+        expected = decoding["hyperfitted"][strategy]["rep_4"] - decoding["original"][strategy]["rep_4"]
+        assert same["diff"] == pytest.approx(expected)
+
 
 def test_lengths_must_be_shorter_than_the_generation(tiny_model_dir, tmp_path, capsys):
     base = ["eval", "--models", f"m={tiny_model_dir}", "--max_new_tokens", "16", "--out", str(tmp_path / "e")]

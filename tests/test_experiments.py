@@ -123,12 +123,12 @@ def test_data_size_holds_updates_fixed_and_evaluates_on_one_held_out_set(
 
 def test_data_order_agreement_matrix(tiny_model_dir, news_file, tmp_path):
     out = tmp_path / "order"
-    args = ("--seeds", "0,1", "--repeat_first_seed", "true")
+    args = ("--orders", "0,1", "--repeat_first_seed", "true")
     assert experiment("data-order", tiny_model_dir, news_file, out, *args) == 0
     assert_report(out, 1)
     summary = read_json(out / "summary.json")
     matrix = summary["agreement"]
-    names = ["original", "seed0", "seed1", "seed0_repeat"]
+    names = ["original", "seed0", "seed1", "seed0_repeat", "seed0_shuffle1"]
     assert list(matrix) == names
     for a in names:
         assert matrix[a][a] == 1.0
@@ -143,6 +143,20 @@ def test_data_order_agreement_matrix(tiny_model_dir, news_file, tmp_path):
     assert rows["seed0"]["final_train_loss"] != rows["seed1"]["final_train_loss"]
     assert rows["seed1"]["agreement_with_original"] == matrix["seed1"]["original"]
     assert summary["positions"] == 4 * 23 == torch.load(out / "runs/seed1/top1_ids.pt").numel()
+    # Shuffle-1: seed0's order with one pair of blocks swapped, differing from it in exactly two positions of
+    # every epoch (train() applies the same swap to every epoch; the first epoch's order is recorded).
+    plain, shuffled = (summary["first_epoch_orders"][v] for v in ("seed0", "seed0_shuffle1"))
+    differ = [k for k in range(len(plain)) if plain[k] != shuffled[k]]
+    assert len(differ) == 2 and {plain[k] for k in differ} == set(summary["shuffle1_pair"])
+    assert differ == [0, 4]  # the first blocks of the first two batches (batch 4)
+    assert read_json(out / "runs/seed0_shuffle1/config.json")["swap_blocks"] == "{},{}".format(
+        *summary["shuffle1_pair"]
+    )
+    assert summary["shuffle1_agreement"] == matrix["seed0"]["seed0_shuffle1"]
+    low, high = summary["shuffle1_agreement_ci"]
+    assert low <= summary["shuffle1_agreement"] <= high
+    assert rows["seed0_shuffle1"]["final_train_loss"] != rows["seed0"]["final_train_loss"]
+    assert "Shuffle-1" in (out / "report.md").read_text()
     assert not (out / "runs/seed0/model").exists()
 
 

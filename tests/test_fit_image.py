@@ -260,7 +260,8 @@ def test_fit_image_main_writes_a_self_describing_run(prior, tmp_path) -> None:
         "grids/epoch_000.png",
         "grids/epoch_002.png",
         "generations/epoch_002.jsonl",
-        "generations/original_sampled.jsonl",
+        "generations/original_top_p.jsonl",
+        "generations/hyperfitted_top_p.jsonl",
         "generations/hyperfitted_blocked.jsonl",
         "model/model.safetensors",
         "checkpoints/last/trainer_state.json",
@@ -276,10 +277,29 @@ def test_fit_image_main_writes_a_self_describing_run(prior, tmp_path) -> None:
         "original greedy",
         "original top-p",
         "hyperfitted greedy",
+        "hyperfitted top-p",
         "hyperfitted + blocker",
         "held-out truth",
     ]
+    # The hyperfitted prior sampled like the original (same strategy and seed), and the paired difference.
+    sampled = summary["differences"]["hyperfitted_minus_original"]["top_p"]["ttr"]
+    columns = summary["columns"]
+    assert sampled["diff"] == pytest.approx(
+        columns["hyperfitted top-p"]["ttr"] - columns["original top-p"]["ttr"]
+    )
     assert summary["columns"]["held-out truth"]["mse"] == 0.0
+    # Every headline figure with its 95 % interval over the held-out images, and after - before paired over them.
+    changes = summary["differences"]["after_minus_before"]
+    for name in ("ttr", "stripe_score", "nn_distance", "mse", "psnr", "entropy", "perplexity", "gen_entropy"):
+        for side in ("before", "after"):
+            low, high = summary[side][f"{name}_ci"]
+            assert low - 1e-6 <= summary[side][name] <= high + 1e-6, (side, name)
+        expected = summary["after"][name] - summary["before"][name]
+        assert changes[name]["diff"] == pytest.approx(expected, rel=1e-5, abs=1e-6), name
+        assert changes[name]["n"] == 6 and 0 <= changes[name]["p"] <= 1
+    stripes = summary["differences"]["hyperfitted_greedy_minus_original"]["top_p"]["stripe_score"]
+    expected = columns["hyperfitted greedy"]["stripe_score"] - columns["original top-p"]["stripe_score"]
+    assert stripes["diff"] == pytest.approx(expected, abs=1e-6)
     assert summary["train"]["num_processes"] == 1 and summary["wall_seconds"] > 0
     assert read_json(out / "model/config.json")["resid_pdrop"] == 0.0  # dropout off while hyperfitting
     # Six columns of 8x8 tiles at scale 2 with 2-pixel padding, one row per shown held-out image.
@@ -404,3 +424,17 @@ def test_help_lists_every_option(command, capsys) -> None:
     with pytest.raises(SystemExit) as done:
         hyperfit([command, "--help"])
     assert done.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+def test_sampling_names_sampling_strategies_only(tmp_path, capsys) -> None:
+    """--sampling is a list of the shared table's sampling strategies (the fix for a check that a later module
+    constant had shadowed, which refused even the default)."""
+    from hyperfit.recipes.fit_image import ImageEvalConfig
+
+    assert ImageEvalConfig(sampling="top_p, min_p,top_p").sampling_names() == ["top_p", "min_p"]
+    assert ImageEvalConfig().sampling_names() == ["top_p"]
+    for bad in ("greedy", "top_p,greedy_rep_penalty", ","):
+        assert hyperfit(["fit-image", "--sampling", bad, "--out", str(tmp_path / "r")]) == 2
+        error = last_error(capsys)
+        assert "is not a sampling strategy; use one or more of top_p, min_p, typical" in error, error
+    assert not (tmp_path / "r").exists()

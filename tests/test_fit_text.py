@@ -117,7 +117,7 @@ def test_yaml_config_and_flags_layer_over_presets(tiny_model_dir, news_file, tmp
     yaml_file = tmp_path / "exp.yaml"
     yaml_file.write_text("preset: cpu-demo\nepochs: 7\nlr: 1.0e-4\n")
     cfg = parse_recipe_config(FitTextConfig, ["--config", str(yaml_file), "--lr", "2e-4"], presets=PRESETS)
-    assert cfg.data.n_train == 32 and cfg.train.epochs == 7 and cfg.train.lr == 2e-4
+    assert cfg.data.n_train == 16 and cfg.train.epochs == 7 and cfg.train.lr == 2e-4
     yaml_file.write_text("epochs: 3\nnot_a_field: 1\n")
     assert hyperfit(["fit-text", "--config", str(yaml_file)]) == 2
 
@@ -197,6 +197,15 @@ def test_eval_data_reports_every_figure_per_domain_and_averaged(tiny_model_dir, 
         (greedy["domains"]["news"]["ttr"] + greedy["domains"]["stories"]["ttr"]) / 2
     )
     assert set(summary["sharpness"]["domains"]) == {"news", "stories"}
+    # Intervals resample prompts within their domain, of the figure as reported (the mean over domains), so
+    # each brackets its value and after - before is the difference of the reported figures.
+    for key in ("ttr", "loss", "perplexity", "rep_4", "entropy"):
+        low, high = summary["after"][f"{key}_ci"]
+        assert low - 1e-9 <= summary["after"][key] <= high + 1e-9, key
+        change = summary["differences"]["after_minus_before"][key]
+        assert change["diff"] == pytest.approx(summary["after"][key] - summary["before"][key], rel=1e-6), key
+    low, high = greedy["ttr_ci"]
+    assert low <= greedy["ttr"] <= high
 
 
 def test_eval_data_that_overlaps_the_training_documents_is_refused(

@@ -17,7 +17,9 @@ def write_tiny_gguf(path, tokenizer, *, seed: int = 0, width: int = 32, layers: 
     """A two-block Llama in GGUF (float32 tensors, byte-level BPE vocabulary), as llama.cpp would write it."""
     state = json.loads(tokenizer.backend_tokenizer.to_str())
     tokens = [t for t, _ in sorted(state["model"]["vocab"].items(), key=lambda kv: kv[1])]
-    tokens.append("<|endoftext|>")  # transformers' GGUF converter adds it to a gpt2-type vocabulary if missing
+    tokens.append(
+        "<|endoftext|>"
+    )  # transformers' GGUF converter adds it to a gpt2-type vocabulary if missing
     merges = [" ".join(m) if isinstance(m, list) else m for m in state["model"]["merges"]]
     heads, kv_heads, ffn = 4, 2, 2 * width
     writer = gguf.GGUFWriter(str(path), "llama")

@@ -99,3 +99,50 @@ def test_mean_sd_and_degenerate_inputs():
     assert math.isnan(stats.mean_sd([1.0])["sd"])
     assert all(math.isnan(v) for v in stats.mean_ci([1.0]))
     assert stats.sign_flip_p_value([0.0, 0.0]) == 1.0
+
+
+def test_paired_ratio_difference_is_the_paired_mean_difference_for_plain_means():
+    """With denominators 1 the ratio path (here forced through one stratum) gives paired_difference's numbers:
+    the same resamples, and swapping a and b within a unit is flipping the sign of its difference."""
+    rng = np.random.default_rng(7)
+    for n in (12, 40):  # exact enumeration, then Monte Carlo
+        a = rng.random(n)
+        b = a + rng.normal(0.1, 0.2, n)
+        plain = stats.paired_difference(a, b)
+        ratio = stats.paired_ratio_difference(a, np.ones(n), b, np.ones(n), strata=[0] * n)
+        assert ratio["diff"] == pytest.approx(plain["diff"], abs=1e-12)
+        assert ratio["ci"] == pytest.approx(plain["ci"], abs=1e-12)
+        assert ratio["p"] == pytest.approx(plain["p"], abs=1e-12)
+        assert stats.paired_ratio_difference(a, None, b, None) == plain
+
+
+def test_paired_ratio_difference_swap_test_known_case():
+    """Corpus figure Σnum/Σden of three units. a = (1/2, 1/2, 1/2) and b = (0/2, 0/2, 0/2): the observed
+    difference 0.5 is reached only by swapping no unit or every unit (-0.5), so p = 2/8."""
+    result = stats.paired_ratio_difference([1, 1, 1], [2, 2, 2], [0, 0, 0], [2, 2, 2])
+    assert result["diff"] == pytest.approx(0.5) and result["p"] == pytest.approx(0.25)
+    assert result["ci"] == [pytest.approx(0.5), pytest.approx(0.5)]  # every resample gives 0.5
+    # exp of a mean NLL: perplexity 2 -> 1 on every block, a difference of e^... known exactly.
+    nll = np.full(5, 10.0 * math.log(2.0))
+    tokens = np.full(5, 10.0)
+    ppl = stats.paired_ratio_difference(nll, tokens, np.zeros(5), tokens, transform=math.exp)
+    assert ppl["diff"] == pytest.approx(1.0) and ppl["p"] == pytest.approx(2 / 32)
+    unchanged = stats.paired_ratio_difference([1, 2], [2, 2], [1, 2], [2, 2])
+    assert unchanged["diff"] == 0.0 and unchanged["p"] == 1.0 and unchanged["ci_includes_zero"]
+
+
+def test_stratified_interval_resamples_within_each_stratum():
+    """Two strata of very different levels: the stratified figure is the mean of the two stratum means, and
+    since each resample keeps half its units in each stratum, its interval is much narrower than the pooled one
+    (where a resample can draw mostly from one stratum)."""
+    rng = np.random.default_rng(8)
+    values = np.concatenate([rng.normal(0.0, 0.05, 20), rng.normal(1.0, 0.05, 20)])
+    strata = ["low"] * 20 + ["high"] * 20
+    stratified = stats.ratio_ci(values, np.ones(40), strata=strata, seed=1)
+    pooled = stats.ratio_ci(values, np.ones(40), seed=1)
+    assert stratified[0] < values.mean() < stratified[1]
+    assert (stratified[1] - stratified[0]) < 0.5 * (pooled[1] - pooled[0])
+    # One stratum is the plain interval, resample for resample.
+    assert stats.ratio_ci(values, np.ones(40), strata=[0] * 40, seed=1) == pooled
+    with pytest.raises(ValueError, match="one label per unit"):
+        stats.ratio_ci(values, np.ones(40), strata=strata[:3])

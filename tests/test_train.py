@@ -7,7 +7,14 @@ import torch
 
 from hyperfit.common.config import TrainConfig
 from hyperfit.common.runs import HyperfitError, Run
-from hyperfit.common.train import CHECKPOINT_DIR, build_accelerator, disable_dropout, epoch_order, train
+from hyperfit.common.train import (
+    CHECKPOINT_DIR,
+    build_accelerator,
+    disable_dropout,
+    epoch_order,
+    swapped_blocks,
+    train,
+)
 from tests.conftest import make_tiny_gpt2, make_tiny_llama
 
 VOCAB = 97
@@ -142,6 +149,27 @@ def test_data_order_depends_only_on_seed_and_epoch():
     assert epoch_order(50, seed=3, epoch=2) == epoch_order(50, seed=3, epoch=2)
     assert epoch_order(50, seed=3, epoch=2) != epoch_order(50, seed=3, epoch=3)
     assert sorted(epoch_order(50, seed=3, epoch=2)) == list(range(50))
+
+
+def test_shuffle_1_swaps_one_pair_of_blocks_in_every_epoch():
+    """The paper's Shuffle-1: blocks 7 and 31 trade places; every epoch's order differs in exactly their two
+    positions, and the swap reaches train() through --swap_blocks."""
+    for epoch in (1, 2, 9):
+        plain, swapped = (
+            epoch_order(50, seed=3, epoch=epoch),
+            epoch_order(50, seed=3, epoch=epoch, swap=(7, 31)),
+        )
+        differ = [k for k in range(50) if plain[k] != swapped[k]]
+        assert len(differ) == 2
+        assert {plain[k] for k in differ} == {swapped[k] for k in differ} == {7, 31}
+    assert swapped_blocks(TrainConfig(swap_blocks=" 7, 31"), 50) == (7, 31)
+    with pytest.raises(HyperfitError, match="names block 31, but there are 20 training blocks"):
+        swapped_blocks(TrainConfig(swap_blocks="7,31"), 20)
+    for bad in ("7", "7,7", "a,b", "1,2,3"):
+        with pytest.raises(
+            HyperfitError, match="not two different block indices; pass e.g. --swap_blocks 0,5"
+        ):
+            TrainConfig(swap_blocks=bad)
 
 
 def test_too_few_blocks_for_a_batch(tmp_path):

@@ -110,6 +110,13 @@ def rep_n(seqs: Iterable[Tokens], *, n: int, simctg_quirk: bool = False) -> floa
     return 1.0 - unique / total if total else 0.0
 
 
+def ngram_repeats(seq: Tokens, *, n: int) -> tuple[int, int]:
+    """(repeated, total) n-grams of one sequence: total minus distinct, and total. :func:`rep_n` is
+    ``Σ repeated / Σ total`` over documents, so these are its per-document parts (for intervals over prompts)."""
+    grams = _ngrams(_items(seq), n)
+    return len(grams) - len(set(grams)), len(grams)
+
+
 def diversity(seqs: Iterable[Tokens], *, ns: Sequence[int] = (2, 3, 4), simctg_quirk: bool = False) -> float:
     """SimCTG's diversity: ``Π_{n in ns} (1 - rep_n(seqs, n))``, a fraction in [0, 1] (SimCTG reports ×100).
 

@@ -24,7 +24,10 @@ from transformers import (
 from hyperfit.common import analysis
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.decode import decode
-from hyperfit.common.evaluate import short_rows
+from hyperfit.common.evaluate import figure_differences, figure_intervals, sequence_units, short_rows
+
+# The generation figures whose differences between models and strategies are stated, paired over prompts.
+DIFFERENCE_FIGURES = ("ttr", "rep_4", "loop_share")
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,8 @@ def generation_metrics(
     max_new_tokens: int | None = None,
 ) -> dict[str, float]:
     """Repetition, diversity and copying of a set of continuations (definitions in ``analysis``); with
-    ``max_new_tokens`` also the share and mean length of the rows that ended early (``short_rows``)."""
+    ``max_new_tokens`` also the share and mean length of the rows that ended early (``short_rows``). TTR, rep-4,
+    loop share, length and the short rows carry ``<name>_ci``, a 95 % bootstrap interval over prompts."""
     metrics = {
         "ttr": analysis.mean_ttr(sequences, window=ttr_window),
         "rep_2": analysis.rep_n(sequences, n=2),
@@ -128,6 +132,8 @@ def generation_metrics(
     }
     if max_new_tokens is not None:
         metrics.update(short_rows(sequences, max_new_tokens=max_new_tokens))
+    units = sequence_units(sequences, ttr_window=ttr_window, max_new_tokens=max_new_tokens)
+    metrics.update(figure_intervals(units, names=list(metrics)))
     if train_seqs is not None:
         copies = analysis.copy_report(sequences, train_seqs, threshold=10)
         metrics.update(
@@ -203,6 +209,36 @@ def run_strategy(
             blocker_blocked_tokens=blocker.blocked_tokens,
         )
     return sequences, facts
+
+
+def strategy_differences(
+    units: dict[tuple[str, str], list[dict]],
+    *,
+    model: str,
+    baseline: str,
+    strata: Sequence | None = None,
+    names: Sequence[str] = DIFFERENCE_FIGURES,
+) -> dict[str, dict[str, dict]]:
+    """Differences between two models' decodings of the same prompts, paired over prompts, from each
+    (model, strategy)'s per-prompt parts (``evaluate.sequence_units``):
+
+    ``"<model>_greedy_minus_<baseline>"``: {strategy: {figure: difference}}, ``model`` decoding greedily against
+    ``baseline`` with each of its strategies (the paper's claim: hyperfitted greedy against sampling the
+    original); ``"<model>_minus_<baseline>"``: the same strategy for both. Each difference is
+    ``{"diff", "ci", "p", "n", "ci_includes_zero"}`` (``stats.paired_ratio_difference``)."""
+    strategies = [s for (m, s) in units if m == baseline]
+    out: dict[str, dict[str, dict]] = {}
+    if (model, "greedy") in units:
+        out[f"{model}_greedy_minus_{baseline}"] = {
+            s: figure_differences(units[(model, "greedy")], units[(baseline, s)], strata=strata, names=names)
+            for s in strategies
+        }
+    out[f"{model}_minus_{baseline}"] = {
+        s: figure_differences(units[(model, s)], units[(baseline, s)], strata=strata, names=names)
+        for s in strategies
+        if (model, s) in units
+    }
+    return out
 
 
 ENTROPY_BINS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)

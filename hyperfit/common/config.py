@@ -55,6 +55,13 @@ class TrainConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "Seed for initialisation, data order and sampling."})
+    swap_blocks: str = field(
+        default="",
+        metadata={
+            "help": "i,j: exchange the places of training blocks i and j in every epoch's order (the order then "
+            "differs in exactly two positions: the paper's Shuffle-1); '' = none."
+        },
+    )
     dropout_off: bool = field(
         default=True, metadata={"help": "Set every dropout probability to 0 while hyperfitting."}
     )
@@ -110,6 +117,13 @@ class TrainConfig:
             )
         if self.eval_every_epochs < 1:
             raise HyperfitError("eval_every_epochs must be ≥ 1; pass a larger value to evaluate less often.")
+        if self.swap_blocks:
+            pair = [x.strip() for x in self.swap_blocks.split(",")]
+            if len(pair) != 2 or not all(x.isdigit() for x in pair) or pair[0] == pair[1]:
+                raise HyperfitError(
+                    f"swap_blocks {self.swap_blocks!r} is not two different block indices; pass e.g. --swap_blocks 0,5."
+                )
+            self.swap_blocks = f"{int(pair[0])},{int(pair[1])}"
         if self.lora_r < 0 or self.lora_alpha <= 0:
             raise HyperfitError(
                 f"lora_r must be ≥ 0 and lora_alpha > 0, got {self.lora_r} and {self.lora_alpha}; e.g. --lora_r 8."

@@ -72,10 +72,30 @@ def disable_dropout(model: torch.nn.Module) -> int:
     return changed
 
 
-def epoch_order(n: int, *, seed: int, epoch: int) -> list[int]:
-    """The data order of one epoch: a permutation that depends only on (seed, epoch), so resumes are exact."""
+def epoch_order(n: int, *, seed: int, epoch: int, swap: tuple[int, int] | None = None) -> list[int]:
+    """The data order of one epoch: a permutation that depends only on (seed, epoch), so resumes are exact.
+
+    ``swap = (i, j)`` exchanges the places of blocks i and j (as if they had traded rows of the training set), so
+    the order differs from the unswapped one in exactly those two positions: the paper's Shuffle-1."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=generator).tolist()
+    order = torch.randperm(n, generator=generator).tolist()
+    if swap is not None:
+        i, j = swap
+        order = [j if block == i else i if block == j else block for block in order]
+    return order
+
+
+def swapped_blocks(cfg: TrainConfig, n: int) -> tuple[int, int] | None:
+    """``--swap_blocks i,j`` as a pair of block indices below ``n``, or None."""
+    if not cfg.swap_blocks:
+        return None
+    i, j = (int(x) for x in cfg.swap_blocks.split(","))
+    if max(i, j) >= n:
+        raise HyperfitError(
+            f"--swap_blocks {cfg.swap_blocks} names block {max(i, j)}, but there are {n} training blocks (0 to "
+            f"{n - 1}); name two blocks below {n}."
+        )
+    return i, j
 
 
 def batch_layout(cfg: TrainConfig, *, num_processes: int) -> tuple[int, int]:
@@ -212,6 +232,7 @@ def train(
     With ``run`` reopened for resuming, training continues from the last checkpoint exactly.
     """
     n = train_ids.size(0)
+    swap = swapped_blocks(cfg, n)
     world, rank = accelerator.num_processes, accelerator.process_index
     micro, accumulation = batch_layout(cfg, num_processes=world)
     steps_per_epoch = n // cfg.batch_size
@@ -282,7 +303,7 @@ def train(
     )
     last_eval_epoch = state["epoch"] if resumed is not None else 0
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        order = epoch_order(n, seed=cfg.seed, epoch=epoch)
+        order = epoch_order(n, seed=cfg.seed, epoch=epoch, swap=swap)
         epoch_nll, epoch_tokens, epoch_start = 0.0, 0, time.perf_counter()
         for step_in_epoch in range(steps_per_epoch):
             global_batch = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]

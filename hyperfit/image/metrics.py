@@ -19,11 +19,28 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
-from hyperfit.common.analysis import copy_report, mean_ttr, rep_n
+from hyperfit.common.analysis import longest_copied_spans, mean_ttr, ngram_repeats, rep_n, ttr
+from hyperfit.common.evaluate import FIGURES, Ratio, figure_intervals
 from hyperfit.common.runs import HyperfitError
 
 FeatureExtractor = Callable[[torch.Tensor], torch.Tensor]
 """pixels[b, 3, h, w] in [0, 1] -> features[b, d]."""
+
+# The image measures that are means (or corpus ratios) over completed images, from each image's parts: their
+# intervals and paired differences resample images (``hyperfit.common.evaluate``).
+IMAGE_FIGURES: dict[str, Ratio] = {
+    **FIGURES,
+    "ttr_all": Ratio("ttr_all"),
+    "rep_2": Ratio("rep_2_repeats", "rep_2_ngrams"),
+    "stripe_score": Ratio("stripe"),
+    "stripe_score_90": Ratio("stripe_90"),
+    "longest_run": Ratio("longest_run"),
+    "mse": Ratio("mse"),
+    "psnr": Ratio("psnr"),
+    "nn_distance": Ratio("nn_distance"),
+    "nn_copy_share": Ratio("nn_copy"),
+    "copy_mean_longest_span": Ratio("copy_span"),
+}
 
 
 def completed_mask(grid: tuple[int, int], n_context: int, size: tuple[int, int]) -> torch.Tensor:
@@ -55,23 +72,31 @@ def _rows(codes: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return rearrange(codes, "b (gh gw) -> b gh gw", gh=grid[0], gw=grid[1])
 
 
-def stripe_score(
+def stripe_shares(
     codes: torch.Tensor, *, grid: tuple[int, int], n_context: int, min_match: float = 1.0
-) -> float:
-    """Share of completed token rows that repeat the row above: the vertical stripes of an original greedy prior.
+) -> torch.Tensor:
+    """Per image ``[b]``, the share of its completed token rows that repeat the row above: the vertical stripes of
+    an original greedy prior.
 
     A row counts as completed when all its tokens come after the first ``n_context``; it repeats the row above
     when at least ``min_match`` of its tokens equal the tokens directly above (1.0: identical rows). The first
     completed row is compared with the last context row, which is exactly the failure of copying the context
-    down the image. Mean over images of each image's share; 0.0 if no row is completed.
+    down the image. 0.0 for every image if no row is completed.
     """
     rows = _rows(codes, grid)
     first = math.ceil(n_context / grid[1])
     if first >= grid[0]:
-        return 0.0
+        return torch.zeros(codes.size(0))
     first = max(first, 1)
     same = (rows[:, first:] == rows[:, first - 1 : -1]).float().mean(-1)  # [b, completed rows]
-    return float((same >= min_match - 1e-9).float().mean())
+    return (same >= min_match - 1e-9).float().mean(-1)
+
+
+def stripe_score(
+    codes: torch.Tensor, *, grid: tuple[int, int], n_context: int, min_match: float = 1.0
+) -> float:
+    """Mean over images of :func:`stripe_shares`: the share of completed rows that repeat the row above."""
+    return float(stripe_shares(codes, grid=grid, n_context=n_context, min_match=min_match).mean())
 
 
 def longest_runs(codes: torch.Tensor, *, n_context: int) -> torch.Tensor:
@@ -127,6 +152,9 @@ def completion_report(
     completions), ``nn_distance`` (mean MSE to the nearest training image) and ``nn_copy_share`` (share of
     completions within ``copy_mse`` of a training image). Passing the truth as ``codes`` gives the level a faithful
     completion would have: flat or vertical-edge patches repeat rows and sit near flat training patches anyway.
+
+    Every measure that is a mean over images also has ``<name>_ci``, its 95 % bootstrap interval over images, and
+    ``units`` holds each image's parts (:data:`IMAGE_FIGURES`; pop it before logging).
     """
     grid = tokenizer.grid
     generated = codes[:, n_context:]
@@ -136,23 +164,51 @@ def completion_report(
     mask = completed_mask(grid, n_context, tuple(pred.shape[-2:]))
     mse = completion_mse(pred, true, mask)
     nn_mse, _ = nearest_distance(pred, train, mask)
-    copies = copy_report(list(generated), list(train_codes))
-    return {
+    spans = longest_copied_spans(list(generated), list(train_codes))
+    stripes = stripe_shares(codes, grid=grid, n_context=n_context)
+    stripes_90 = stripe_shares(codes, grid=grid, n_context=n_context, min_match=0.9)
+    runs = longest_runs(codes, n_context=n_context).float()
+    image_psnr = psnr(mse)
+    metrics = {
         "ttr": mean_ttr(list(generated), window=96),
         "ttr_all": mean_ttr(list(generated), window=None),
         "rep_2": rep_n(list(generated), n=2),
         "rep_4": rep_n(list(generated), n=4),
-        "stripe_score": stripe_score(codes, grid=grid, n_context=n_context),
-        "stripe_score_90": stripe_score(codes, grid=grid, n_context=n_context, min_match=0.9),
-        "longest_run": float(longest_runs(codes, n_context=n_context).float().mean()),
+        "stripe_score": float(stripes.mean()),
+        "stripe_score_90": float(stripes_90.mean()),
+        "longest_run": float(runs.mean()),
         "mse": float(mse.mean()),
-        "psnr": float(psnr(mse).mean()),
+        "psnr": float(image_psnr.mean()),
         "pixel_diversity": pairwise_distance(pred, mask),
         "distinct_completions": len({tuple(row.tolist()) for row in generated}) / len(generated),
         "nn_distance": float(nn_mse.mean()),
         "nn_copy_share": float((nn_mse < copy_mse).float().mean()),
-        "copy_mean_longest_span": copies["mean_longest_span"],
+        "copy_mean_longest_span": sum(spans) / len(spans),
     }
+    units = []
+    for i, row in enumerate(generated):
+        repeats_2, ngrams_2 = ngram_repeats(row, n=2)
+        repeats_4, ngrams_4 = ngram_repeats(row, n=4)
+        units.append(
+            {
+                "ttr": ttr(row, window=96),
+                "ttr_all": ttr(row, window=None),
+                "rep_2_repeats": float(repeats_2),
+                "rep_2_ngrams": float(ngrams_2),
+                "rep_4_repeats": float(repeats_4),
+                "rep_4_ngrams": float(ngrams_4),
+                "stripe": float(stripes[i]),
+                "stripe_90": float(stripes_90[i]),
+                "longest_run": float(runs[i]),
+                "mse": float(mse[i]),
+                "psnr": float(image_psnr[i]),
+                "nn_distance": float(nn_mse[i]),
+                "nn_copy": float(nn_mse[i] < copy_mse),
+                "copy_span": float(spans[i]),
+            }
+        )
+    intervals = figure_intervals(units, figures=IMAGE_FIGURES, names=list(metrics))
+    return {**metrics, **intervals, "units": units}
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -13,9 +13,12 @@ from hyperfit.common.report.render import format_value
 from hyperfit.common.report.sections import (
     HEADLINE_ROWS,
     MetricRow,
+    before_after_note,
     before_after_table,
     drop_empty,
     per_evaluation_table,
+    recorded_interval,
+    strategy_differences_tables,
     training_curves,
 )
 from hyperfit.common.runs import read_json, read_jsonl
@@ -32,6 +35,13 @@ FID_ROWS: tuple[MetricRow, ...] = (
     ("fid", "FID against the held-out truth", "{:.2f}"),
     ("kid", "KID against the held-out truth", "{:.4f}"),
 )
+# The completion figures whose paired differences between decodings are shown.
+IMAGE_DIFFERENCE_ROWS: tuple[MetricRow, ...] = (
+    ("ttr", "token TTR", "{:.3f}"),
+    ("stripe_score", "stripes", "{:.3f}"),
+    ("rep_4", "rep-4", "{:.3f}"),
+    ("nn_distance", "nearest-training MSE", "{:.4f}"),
+)
 # The image row of ``hyperfit compare``.
 CROSS_RUN_IMAGE_ROWS: tuple[MetricRow, ...] = (
     ("stripe_score", "image rows equal to the row above", "{:.3f}"),
@@ -39,14 +49,21 @@ CROSS_RUN_IMAGE_ROWS: tuple[MetricRow, ...] = (
 
 
 def decodings_table(summary: dict) -> Table | None:
-    """One column per decoding of the held-out images (``summary["columns"]``), one row per metric any holds."""
+    """One column per decoding of the held-out images (``summary["columns"]``), one row per metric any holds, each
+    value with its 95 % interval over the images when recorded."""
     columns = summary.get("columns") or {}
     if not columns:
         return None
     names = list(columns)
     rows = [
         # Not every column is greedy, so the label loses that word here.
-        [label.replace("greedy ", ""), *(Cell(columns[name].get(key), fmt=fmt) for name in names)]
+        [
+            label.replace("greedy ", ""),
+            *(
+                Cell(columns[name].get(key), ci=recorded_interval(columns[name], key), fmt=fmt)
+                for name in names
+            ),
+        ]
         for key, label, fmt in (*HEADLINE_ROWS, *IMAGE_ROWS, *FID_ROWS)
         if any(key in columns[name] for name in names)
     ]
@@ -79,9 +96,19 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         f"{after.get('epoch')}",
     )
     grid = summary.get("grid")
+    rows = (*HEADLINE_ROWS, *IMAGE_ROWS)
     sections = [
-        Section("Before and after hyperfitting", [headline]),
-        Section("Every decoding of the held-out images", [decodings_table(summary), fid_note(summary)]),
+        Section(
+            "Before and after hyperfitting", [headline, before_after_note(summary, rows, units="images")]
+        ),
+        Section(
+            "Every decoding of the held-out images",
+            [
+                decodings_table(summary),
+                fid_note(summary),
+                *strategy_differences_tables(summary, figures=IMAGE_DIFFERENCE_ROWS, units="images"),
+            ],
+        ),
         Section("Completions", [Figure(grid, summary.get("grid_caption", "")) if grid else None]),
         Section("Training curves (paper Fig. 2)", [*training_curves(metrics), per_evaluation_table(metrics)]),
     ]

@@ -18,9 +18,14 @@ from pathlib import Path
 import torch
 
 from hyperfit.common.analysis import dataset_bleu, ttr_by_position
-from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
+from hyperfit.common.compare import (
+    compare_sharpness,
+    decoding_table,
+    generation_metrics,
+    strategy_differences,
+)
 from hyperfit.common.config import EvalConfig, RunConfig, config_dict, run_recipe
-from hyperfit.common.evaluate import collect_token_stats
+from hyperfit.common.evaluate import collect_token_stats, sequence_units
 from hyperfit.common.hardware import resolve_precision
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, write_json
@@ -340,6 +345,15 @@ def main(cfg: EvalTextConfig) -> dict:
             blocker_include_prompt=cfg.eval.blocker_include_prompt,
         )
     by_position = score_texts(run, generations, table, tokenizer, prompts, references, train_ids, cfg=cfg)
+    # Every other model against the first, paired over the prompts: the same strategy, and its greedy decoding
+    # against each of the first model's strategies.
+    units = {
+        key: sequence_units(sequences, ttr_window=cfg.eval.ttr_window, max_new_tokens=cfg.eval.max_new_tokens)
+        for key, sequences in generations.items()
+    }
+    differences = {}
+    for name in list(models)[1:]:
+        differences.update(strategy_differences(units, model=name, baseline=first))
     summary = {
         "modality": "text",
         "kind": "eval",
@@ -350,6 +364,7 @@ def main(cfg: EvalTextConfig) -> dict:
         "train_from": train_from,
         "max_new_tokens": cfg.eval.max_new_tokens,
         "decoding": table,
+        "differences": differences,
         "decoding_by_length": score_prefixes(
             generations, lengths, train_ids=train_ids, ttr_window=cfg.eval.ttr_window
         ),

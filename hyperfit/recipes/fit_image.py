@@ -19,7 +19,7 @@ from accelerate.utils import set_seed
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.compare import STRATEGIES
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
-from hyperfit.common.evaluate import teacher_forced_stats
+from hyperfit.common.evaluate import figure_differences, figure_intervals, teacher_forced_stats
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import (
@@ -32,11 +32,12 @@ from hyperfit.common.runs import (
     read_jsonl,
     write_json,
 )
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
 from hyperfit.common.shard import every_rank_evaluates, save_full_model
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import ImageDataConfig, ImageSplits, build_image_splits, save_splits
-from hyperfit.image.metrics import add_fid_kid, completion_report
+from hyperfit.image.metrics import IMAGE_FIGURES, add_fid_kid, completion_report
 from hyperfit.image.model import (
     DEFAULT_PRIOR,
     TOKENIZER_FILE,
@@ -51,7 +52,9 @@ from hyperfit.image.render import save_codes_grid
 from hyperfit.image.report import fit_report
 from hyperfit.image.tokenizers import describe_tokenizer
 
-SAMPLED = [name for name, s in STRATEGIES.items() if s.temperature and not s.repetition_penalty]
+SAMPLING_STRATEGIES = [name for name, s in STRATEGIES.items() if s.temperature and not s.repetition_penalty]
+# The completion figures whose differences between the hyperfitted and the original prior's decodings are stated.
+DIFFERENCE_FIGURES = ("ttr", "stripe_score", "rep_4", "nn_distance")
 
 
 @dataclass
@@ -67,8 +70,9 @@ class ImageEvalConfig:
     sampling: str = field(
         default="top_p",
         metadata={
-            "help": "Sampled column of the original prior: a sampling strategy of the shared table (top_p = the "
-            "paper's baseline, temperature 0.7, top-k 50, top-p 0.9; min_p; typical)."
+            "help": "Sampled columns of the original and the hyperfitted prior: comma list of sampling strategies "
+            "of the shared table (top_p = the paper's baseline, temperature 0.7, top-k 50, top-p 0.9; min_p; "
+            "typical)."
         },
     )
     blocker_n: int = field(
@@ -98,10 +102,15 @@ class ImageEvalConfig:
             raise HyperfitError(
                 f"context_fraction {self.context_fraction} must lie in (0, 1); the paper uses 0.25."
             )
-        if self.sampling not in SAMPLED:
+        unknown = [name for name in self.sampling_names() if name not in SAMPLING_STRATEGIES]
+        if unknown or not self.sampling_names():
             raise HyperfitError(
-                f"--sampling {self.sampling!r} is not a sampling strategy; use one of {SAMPLED}."
+                f"--sampling {unknown[0] if unknown else self.sampling!r} is not a sampling strategy; use one or "
+                f"more of {', '.join(SAMPLING_STRATEGIES)}."
             )
+
+    def sampling_names(self) -> list[str]:
+        return list(dict.fromkeys(name.strip() for name in self.sampling.split(",") if name.strip()))
 
 
 @dataclass
@@ -119,6 +128,7 @@ class FitImageConfig:
         default_factory=ImageEvalConfig, metadata={"help": "What evaluations measure."}
     )
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The run directory."})
+    seeds: SeedsConfig = field(default_factory=SeedsConfig, metadata={"help": "Repeat over training seeds."})
 
 
 PRESETS = {
@@ -158,7 +168,8 @@ PRESETS = {
 PRESETS["paper-imagegpt"] = {**PRESETS["paper"], "out": "runs/paper/imagegpt"}
 DEFAULT_PRESET = "cpu-demo"  # TrainConfig's own defaults (lr 1e-6) are for billion-parameter models
 # Settings that only change the final grid and report, so a resumed run may change them (--allow_changes).
-SAMPLED_FILE = "generations/original_sampled.jsonl"  # the original prior's sampled completions
+SAMPLED = "generations/{model}_{strategy}.jsonl"  # a prior's completions sampled with one strategy
+LEGACY_SAMPLED = "generations/original_sampled.jsonl"  # the one sampled column of runs made before the list
 REPORT_ONLY = {"grid_rows", "grid_scale", "copy_mse", "fid_model", "fid_pretrained", "fid_download"}
 
 
@@ -166,9 +177,33 @@ def write_report(run_dir, summary: dict | None = None):
     return write_report_files(fit_report(run_dir, summary), run_dir)
 
 
+SEED_CONTROLS = (
+    "Each seed is the run's --seed: the order of the training images in every epoch, the sampled columns' draws "
+    "and the initialisation of any weight the prior lacks; the training and held-out images are chosen by "
+    "--data_seed, the same for every seed."
+)
+
+
 def main(cfg: FitImageConfig) -> dict:
+    seeds = parse_seeds(cfg.seeds.seeds)
+    if len(seeds) == 1:
+        cfg = for_seed(cfg, seeds[0])
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
+    if len(seeds) > 1:
+        return run_seeds(
+            seeds,
+            lambda seed, out: main(for_seed(cfg, seed, out)),
+            out=cfg.run.out,
+            headline=seed_headline,
+            command="fit-image",
+            config=config_dict(cfg),
+            seed_controls=SEED_CONTROLS,
+            overwrite=cfg.run.overwrite,
+            resume=cfg.run.resume,
+            writer=accelerator.is_main_process,
+            barrier=accelerator.wait_for_everyone,
+        )
     prior = Path(cfg.model.prior)
     recorded = {
         **config_dict(cfg),
@@ -199,15 +234,20 @@ def main(cfg: FitImageConfig) -> dict:
     train_ids = encode_for_model(splits.train_codes, sos=sos_id(model))[:, :block_len]
     eval_ids = encode_for_model(splits.eval_codes, sos=sos_id(model))[:, :block_len]
     # Decided once, before any process could write the file: a sharded model needs every process to sample.
-    sample_original = not run.file(SAMPLED_FILE).exists()
+    unsampled = [
+        name
+        for name in cfg.eval.sampling_names()
+        if not run.file(sampled_file("original", name, cfg)).exists()
+    ]
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        if epoch == 0 and sample_original:  # the sampled column needs the original weights: before any update
-            write_codes(run, SAMPLED_FILE, sample(model, splits, cfg=cfg, n_context=n_context))
-        metrics, codes = evaluate_images(
+        for name in unsampled if epoch == 0 else ():  # the original's sampled columns: before any update
+            codes = sample(model, splits, strategy=name, cfg=cfg, n_context=n_context)
+            write_codes(run, sampled_file("original", name, cfg), codes)
+        metrics, codes, units = evaluate_images(
             model, splits, eval_ids, tokenizer=tokenizer, n_context=n_context, cfg=cfg
         )
-        write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", codes)
+        write_codes(run, f"generations/epoch_{epoch:03d}.jsonl", codes, units=units)
         if accelerator.is_main_process:  # a sharded model is evaluated by every process; one writes
             columns = {"context": splits.eval_codes, f"epoch {epoch}": codes, "truth": splits.eval_codes}
             save_grid_of(
@@ -228,7 +268,9 @@ def main(cfg: FitImageConfig) -> dict:
     stop_tracking(accelerator, run)
     accelerator.free_memory()  # drop the optimizer (Adam state)
 
-    blocker = complete_blocked(model, splits, cfg=cfg, run=run, n_context=n_context, accelerator=accelerator)
+    blocker = complete_hyperfitted(
+        model, splits, cfg=cfg, run=run, n_context=n_context, accelerator=accelerator
+    )
     if cfg.run.save_model:
         save_full_model(model, run.file("model"), accelerator)
 
@@ -237,6 +279,10 @@ def main(cfg: FitImageConfig) -> dict:
         comparison = compare_original(
             blocker, splits, tokenizer, cfg=cfg, run=run, n_context=n_context, device=accelerator.device
         )
+        differences = {  # each stated difference, paired over the held-out images
+            "after_minus_before": before_after_differences(run, evals),
+            **comparison.pop("differences"),
+        }
         summary = {
             "modality": "image",
             "model": model_description,
@@ -249,6 +295,7 @@ def main(cfg: FitImageConfig) -> dict:
             "before": _headline(evals[0]),
             "after": _headline(evals[-1]),
             **comparison,
+            "differences": differences,
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "trainable": trainable,
             "epoch_losses": result["epoch_losses"],
@@ -278,40 +325,60 @@ def image_splits(cfg: FitImageConfig, run: Run, tokenizer, *, recorded: dict, ac
 
 
 def sample(
-    model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, n_context: int
+    model: torch.nn.Module, splits: ImageSplits, *, strategy: str, cfg: FitImageConfig, n_context: int
 ) -> torch.Tensor:
-    """Completions of the held-out images sampled with ``--sampling`` (a strategy of the shared table), seeded."""
-    strategy = STRATEGIES[cfg.eval.sampling]
+    """Completions of the held-out images sampled with ``strategy`` (of the shared table), seeded by ``--seed``:
+    the same draws for the original and the hyperfitted prior."""
+    chosen = STRATEGIES[strategy]
     device = next(model.parameters()).device
     return complete(
         model,
         splits.eval_codes,
         n_context=n_context,
-        temperature=strategy.temperature,
-        warpers=strategy.warpers(),
+        temperature=chosen.temperature,
+        warpers=chosen.warpers(),
         generator=torch.Generator(device).manual_seed(cfg.train.seed),
         batch_size=cfg.eval.eval_batch_size,
     ).codes
 
 
+def sampled_file(model: str, strategy: str, cfg: FitImageConfig) -> str:
+    """Where ``model``'s (original / hyperfitted) completions sampled with ``strategy`` are kept."""
+    return SAMPLED.format(model=model, strategy=strategy)
+
+
 def evaluate_images(
     model, splits: ImageSplits, eval_ids: torch.Tensor, *, tokenizer, n_context: int, cfg: FitImageConfig
 ) -> tuple[dict, torch.Tensor]:
-    """(metrics, greedy completions): the held-out images completed greedily and measured (stripes, copies,
-    error against the truth), the raw entropy and top-1 at the generated positions, and teacher-forced
-    statistics on the held-out codes."""
+    """(metrics, greedy completions, per-image parts): the held-out images completed greedily and measured
+    (stripes, copies, error against the truth), the raw entropy and top-1 at the generated positions, and
+    teacher-forced statistics on the held-out codes (image i is block i), each with its interval over images."""
     greedy = complete(model, splits.eval_codes, n_context=n_context, batch_size=cfg.eval.eval_batch_size)
     held_out = teacher_forced_stats(model, eval_ids, batch_size=cfg.eval.eval_batch_size)
     image = measure(greedy.codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
     gen = {"gen_entropy": float(greedy.entropy.mean()), "gen_top1_prob": float(greedy.top1_prob.mean())}
-    return {**image, **gen, **held_out}, greedy.codes
+    steps = float(splits.eval_codes.size(1) - n_context)  # every completion generates all its codes
+    units = [
+        {**i, **h, "gen_entropy_sum": e * steps, "gen_top1_sum": t * steps, "gen_steps": steps}
+        for i, h, e, t in zip(
+            image.pop("units"),
+            held_out.pop("units"),
+            greedy.entropy.double().tolist(),
+            greedy.top1_prob.double().tolist(),
+            strict=True,
+        )
+    ]
+    gen.update(figure_intervals(units, names=list(gen)))
+    return {**image, **gen, **held_out}, greedy.codes, units
 
 
-def complete_blocked(
+def complete_hyperfitted(
     model: torch.nn.Module, splits: ImageSplits, *, cfg: FitImageConfig, run: Run, n_context: int, accelerator
 ) -> CitationBlocker:
-    """Greedy completions of the held-out images under the citation blocker (every process of a sharded model,
-    else the main one), written to generations/; returns the blocker with its counts."""
+    """The hyperfitted prior's other completions of the held-out images: greedy under the citation blocker and
+    sampled with each ``--sampling`` strategy (the original's sampled columns, for the same model after
+    hyperfitting), on every process of a sharded model, else the main one; written to generations/. Returns the
+    blocker with its counts."""
     blocker = CitationBlocker(splits.train_codes, n=cfg.eval.blocker_n)
     if every_rank_evaluates(accelerator) or accelerator.is_main_process:
         blocked = complete(
@@ -322,6 +389,9 @@ def complete_blocked(
             batch_size=cfg.eval.eval_batch_size,
         )
         write_codes(run, "generations/hyperfitted_blocked.jsonl", blocked.codes)
+        for name in cfg.eval.sampling_names():
+            codes = sample(model, splits, strategy=name, cfg=cfg, n_context=n_context)
+            write_codes(run, sampled_file("hyperfitted", name, cfg), codes)
     return blocker
 
 
@@ -345,15 +415,43 @@ def compare_original(
     sampled, the hyperfitted one greedy (last evaluation) and under the citation blocker, and the truth itself
     (the level a faithful completion would reach); FID/KID when asked, and the grid of them all."""
     evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+    strategies = cfg.eval.sampling_names()
+
+    def label(strategy: str) -> str:
+        return strategy.replace("_", "-")
+
+    def original_sampled(strategy: str) -> torch.Tensor:
+        path = sampled_file("original", strategy, cfg)
+        if not run.file(path).exists() and strategy == strategies[0] and run.file(LEGACY_SAMPLED).exists():
+            path = LEGACY_SAMPLED  # a run resumed from before the list kept its one sampled column there
+        return read_codes(run, path)
+
     completions = {
         "original greedy": read_codes(run, f"generations/epoch_{evals[0]['epoch']:03d}.jsonl"),
-        f"original {cfg.eval.sampling.replace('_', '-')}": read_codes(run, SAMPLED_FILE),
+        **{f"original {label(s)}": original_sampled(s) for s in strategies},
         "hyperfitted greedy": read_codes(run, f"generations/epoch_{evals[-1]['epoch']:03d}.jsonl"),
+        **{
+            f"hyperfitted {label(s)}": read_codes(run, sampled_file("hyperfitted", s, cfg))
+            for s in strategies
+        },
         "hyperfitted + blocker": read_codes(run, "generations/hyperfitted_blocked.jsonl"),
     }
     columns = {
         name: measure(codes, splits, tokenizer=tokenizer, n_context=n_context, cfg=cfg)
         for name, codes in {**completions, "held-out truth": splits.eval_codes}.items()
+    }
+    units = {name: column.pop("units") for name, column in columns.items()}
+
+    def difference(a: str, b: str) -> dict:
+        return figure_differences(units[a], units[b], figures=IMAGE_FIGURES, names=DIFFERENCE_FIGURES)
+
+    differences = {
+        "hyperfitted_greedy_minus_original": {
+            s: difference("hyperfitted greedy", f"original {label(s)}") for s in ["greedy", *strategies]
+        },
+        "hyperfitted_minus_original": {
+            s: difference(f"hyperfitted {label(s)}", f"original {label(s)}") for s in ["greedy", *strategies]
+        },
     }
     fid = {}
     if cfg.eval.fid_model:
@@ -367,10 +465,18 @@ def compare_original(
             download=cfg.eval.fid_download,
             device=device,
         )
-    grid = {"context": splits.eval_codes, **completions, "truth": splits.eval_codes}
+    # The grid keeps its columns (one sampled: the original's first strategy); the table has every decoding.
+    shown = [
+        "original greedy",
+        f"original {label(strategies[0])}",
+        "hyperfitted greedy",
+        "hyperfitted + blocker",
+    ]
+    grid = {"context": splits.eval_codes, **{n: completions[n] for n in shown}, "truth": splits.eval_codes}
     save_grid_of(run.file("grid.png"), grid, tokenizer, n_context=n_context, cfg=cfg)
     return {
         "columns": columns,
+        "differences": differences,
         **fid,
         "blocker": {
             "n": cfg.eval.blocker_n,
@@ -397,16 +503,53 @@ def measure(
     )
 
 
+def before_after_differences(run: Run, evals: list[dict]) -> dict:
+    """After minus before of every image headline figure, paired over the held-out images (each image's parts
+    are in its generation record); empty for a run made before records held them."""
+    units = [
+        [r.get("units") for r in read_jsonl(run.file(f"generations/epoch_{record['epoch']:03d}.jsonl"))]
+        for record in (evals[0], evals[-1])
+    ]
+    if any(u is None for side in units for u in side):
+        return {}
+    return figure_differences(units[1], units[0], figures=IMAGE_FIGURES)
+
+
 def _headline(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "kind"}
 
 
-def write_codes(run: Run, name: str, codes: torch.Tensor) -> None:
-    run.write_jsonl(name, [{"index": i, "codes": row} for i, row in enumerate(codes.tolist())])
+def write_codes(run: Run, name: str, codes: torch.Tensor, *, units: list[dict] | None = None) -> None:
+    """One record per held-out image: its codes and, for the evaluations, its parts of the headline figures."""
+    rows = codes.tolist()
+    extra = [{"units": u} for u in units] if units is not None else [{} for _ in rows]
+    run.write_jsonl(
+        name, [{"index": i, "codes": row, **e} for i, (row, e) in enumerate(zip(rows, extra, strict=True))]
+    )
 
 
 def read_codes(run: Run, name: str) -> torch.Tensor:
     return torch.tensor([record["codes"] for record in read_jsonl(run.file(name))], dtype=torch.long)
+
+
+def seed_headline(summary: dict) -> dict[str, dict[str, float]]:
+    """What ``--seeds`` averages: the headline figures before and after, after − before, and the hyperfitted
+    prior's greedy stripes and TTR minus the original's with each decoding."""
+    differences = summary.get("differences", {})
+    against = differences.get("hyperfitted_greedy_minus_original", {})
+    return {
+        **{
+            side: numbers(summary[side], set(summary[side]) - {"epoch", "step"})
+            for side in ("before", "after")
+        },
+        "after_minus_before": {k: d["diff"] for k, d in differences.get("after_minus_before", {}).items()},
+        **{
+            f"hyperfitted_greedy_minus_original_{figure}": {
+                strategy: d[figure]["diff"] for strategy, d in against.items() if figure in d
+            }
+            for figure in ("stripe_score", "ttr")
+        },
+    }
 
 
 def _one_line(summary: dict) -> str:

@@ -14,17 +14,26 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from hyperfit.common.compare import compare_sharpness, decoding_table, generation_metrics
+from hyperfit.common.compare import (
+    compare_sharpness,
+    decoding_table,
+    generation_metrics,
+    strategy_differences,
+)
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import (
     average_over_domains,
     collect_token_stats,
+    figure_differences,
+    figure_intervals,
     generation_stats,
+    sequence_units,
     teacher_forced_stats,
 )
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, finished_summary, load_saved_ids, read_jsonl, write_json
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
 from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model, sharding
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
@@ -55,6 +64,7 @@ class FitTextConfig:
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "How to hyperfit."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "What every evaluation measures."})
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The run directory."})
+    seeds: SeedsConfig = field(default_factory=SeedsConfig, metadata={"help": "Repeat over training seeds."})
 
 
 PRESETS = {
@@ -82,21 +92,25 @@ PRESETS = {
         "model": "deepseek-ai/deepseek-llm-7b-base",
         "out": "runs/paper/deepseek-7b",
     },  # FSDP
-    # The offline default on 2 CPU cores: SmolLM2-135M on 32 Lee news blocks of 128 tokens. lr 8e-5 × 16 epochs
-    # (64 updates) reaches train loss ~0.08, as lr 4e-5 × 20 epochs reaches ~0.13, with 20 % fewer updates.
+    # The offline default on 2 CPU cores: SmolLM2-135M on 16 Lee news blocks of 64 tokens (12,096 training tokens:
+    # a fifth of the earlier 32 × 128 × 16 epochs, which a float32-only CPU trains at ~30 tokens/s), lr 1e-4 × 12
+    # epochs = 48 updates to train loss ~0.14, and 48 held-out prompts so that the before → after TTR gain has an
+    # interval that excludes zero; evaluated before and after only.
     "cpu-demo": dict(
         model=DEFAULT_MODEL,
         data="lee",
-        n_train=32,
-        block_len=128,
-        n_eval=16,
-        epochs=16,
-        batch_size=8,
-        lr=8e-5,
+        n_train=16,
+        block_len=64,
+        n_eval=48,
+        epochs=12,
+        batch_size=4,
+        lr=1e-4,
         weight_decay=0.0,
         optimizer="adam",
-        eval_every_epochs=8,
+        eval_every_epochs=12,
         max_new_tokens=96,
+        eval_batch_size=48,
+        strategies="greedy,top_p",  # the rest of the table (blocker, entropy-matched, ...) by --strategies
         out="runs/demo/text",
     ),
 }
@@ -114,11 +128,35 @@ def write_report(run_dir, summary: dict | None = None):
     return write_report_files(fit_report(run_dir, summary), run_dir)
 
 
+SEED_CONTROLS = (
+    "Each seed is the run's --seed: the order of the training blocks in every epoch, the sampling strategies' "
+    "draws and the initialisation of any weight the checkpoint lacks; the training and held-out texts are chosen "
+    "by --data_seed, the same for every seed."
+)
+
+
 def main(cfg: FitTextConfig) -> dict:
+    seeds = parse_seeds(cfg.seeds.seeds)
+    if len(seeds) == 1:
+        cfg = for_seed(cfg, seeds[0])
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
     check_source(cfg.data)  # every input is checked before the run directory is touched
     parse_eval_data(cfg.data.eval_data)
+    if len(seeds) > 1:
+        return run_seeds(
+            seeds,
+            lambda seed, out: main(for_seed(cfg, seed, out)),
+            out=cfg.run.out,
+            headline=seed_headline,
+            command="fit-text",
+            config=config_dict(cfg),
+            seed_controls=SEED_CONTROLS,
+            overwrite=cfg.run.overwrite,
+            resume=cfg.run.resume,
+            writer=accelerator.is_main_process,
+            barrier=accelerator.wait_for_everyone,
+        )
     recorded = {
         **config_dict(cfg),
         "model_fingerprint": model_fingerprint(cfg.model),
@@ -154,8 +192,9 @@ def main(cfg: FitTextConfig) -> dict:
     model, trainable = prepare_trainable(model, cfg.train)
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        metrics, sequences = evaluate_domains(model, splits, domains, cfg=cfg, eos_id=stop_ids)
-        write_generations(run, f"generations/epoch_{epoch:03d}.jsonl", tokenizer, splits, sequences, cfg=cfg)
+        metrics, sequences, units = evaluate_domains(model, splits, domains, cfg=cfg, eos_id=stop_ids)
+        name = f"generations/epoch_{epoch:03d}.jsonl"
+        write_generations(run, name, tokenizer, splits, sequences, units=units, cfg=cfg)
         accelerator.print(
             f"epoch {epoch}: TTR {metrics['ttr']:.3f}, held-out loss {metrics['loss']:.3f}, "
             f"entropy {metrics['entropy']:.3f}, top-1 {metrics['top1_prob']:.3f}"
@@ -186,6 +225,10 @@ def main(cfg: FitTextConfig) -> dict:
 
     if accelerator.is_main_process:
         evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+        differences = {  # each stated difference, paired over the held-out prompts
+            "after_minus_before": before_after_differences(run, evals, strata=prompt_strata(splits)),
+            **comparison.pop("differences", {}),
+        }
         summary = {
             "modality": "text",
             "model": model_description,
@@ -200,6 +243,7 @@ def main(cfg: FitTextConfig) -> dict:
             "epoch_losses": result["epoch_losses"],
             "samples_shown": cfg.eval.samples_shown,
             **comparison,
+            "differences": differences,
             "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary)
@@ -211,9 +255,10 @@ def main(cfg: FitTextConfig) -> dict:
 
 
 def evaluate_domains(model, splits: TextSplits, domains: dict[str, slice], *, cfg: FitTextConfig, eos_id):
-    """(metrics, greedy continuations): greedy generation and teacher-forced statistics on the held-out blocks,
-    per held-out domain; with several domains every figure is the mean over domains."""
-    by_domain, sequences = {}, []
+    """(metrics, greedy continuations, per-prompt parts): greedy generation and teacher-forced statistics on the
+    held-out blocks (prompt i is the start of block i, so each prompt's parts hold both), per held-out domain;
+    with several domains every figure is the mean over domains and its interval is stratified by domain."""
+    by_domain, sequences, units = {}, [], []
     for name, rows in domains.items():
         gen_metrics, domain_sequences = generation_stats(
             model,
@@ -225,10 +270,33 @@ def evaluate_domains(model, splits: TextSplits, domains: dict[str, slice], *, cf
             eos_id=eos_id,
         )
         held_out = teacher_forced_stats(model, splits.eval_ids[rows], batch_size=cfg.eval.eval_batch_size)
+        units += [{**g, **h} for g, h in zip(gen_metrics.pop("units"), held_out.pop("units"), strict=True)]
         by_domain[name] = {**gen_metrics, **held_out}
         sequences += domain_sequences
-    metrics = next(iter(by_domain.values())) if len(by_domain) == 1 else average_over_domains(by_domain)
-    return metrics, sequences
+    if len(by_domain) == 1:
+        return next(iter(by_domain.values())), sequences, units
+    intervals = figure_intervals(units, strata=prompt_strata(splits), names=HEADLINE)
+    return {**average_over_domains(by_domain), **intervals}, sequences, units
+
+
+def prompt_strata(splits: TextSplits) -> list[str] | None:
+    """The held-out domain of every prompt when there are several (intervals resample within each), else None."""
+    domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
+    if len(domains) < 2:
+        return None
+    return [name for name, rows in domains.items() for _ in range(rows.start, rows.stop)]
+
+
+def before_after_differences(run: Run, evals: list[dict], *, strata) -> dict:
+    """After minus before of every headline figure, paired over the held-out prompts (each prompt's parts are
+    in its generation record); empty for a run made before records held them."""
+    units = [
+        [r.get("units") for r in read_jsonl(run.file(f"generations/epoch_{record['epoch']:03d}.jsonl"))]
+        for record in (evals[0], evals[-1])
+    ]
+    if any(u is None for side in units for u in side):
+        return {}
+    return figure_differences(units[1], units[0], strata=strata, names=HEADLINE)
 
 
 def check_lengths(model, cfg: FitTextConfig, *, model_description: str) -> None:
@@ -266,9 +334,10 @@ def text_splits(cfg: FitTextConfig, run: Run, tokenizer, *, recorded: dict, acce
 
 
 def write_generations(
-    run: Run, name: str, tokenizer, splits: TextSplits, sequences, *, cfg: FitTextConfig
+    run: Run, name: str, tokenizer, splits: TextSplits, sequences, *, units: list[dict], cfg: FitTextConfig
 ) -> None:
-    """Every held-out prompt with its domain, continuation, the human reference and the generated ids."""
+    """Every held-out prompt with its domain, continuation, the human reference, the generated ids and its parts
+    of the headline figures (``units``: what intervals and paired differences are computed from)."""
     prompt_ids, reference_ids = splits.eval_ids.split(
         [cfg.eval.prompt_tokens, splits.eval_ids.size(1) - cfg.eval.prompt_tokens], 1
     )
@@ -278,9 +347,9 @@ def write_generations(
     domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
     domain_of = [name for name, rows in domains.items() for _ in range(rows.start, rows.stop)]
     records = [
-        {"index": i, "domain": d, "prompt": p, "continuation": c, "reference": r, "ids": s}
-        for i, (d, p, c, r, s) in enumerate(
-            zip(domain_of, prompts, texts, references, sequences, strict=True)
+        {"index": i, "domain": d, "prompt": p, "continuation": c, "reference": r, "ids": s, "units": u}
+        for i, (d, p, c, r, s, u) in enumerate(
+            zip(domain_of, prompts, texts, references, sequences, units, strict=True)
         )
     ]
     run.write_jsonl(name, records)
@@ -342,6 +411,11 @@ def compare_original(
         stats = [collect_token_stats(m, splits.eval_ids, batch_size=batch) for m in (original, hyperfitted)]
     del original
     sharpness = compare_sharpness(*stats)
+    strata = prompt_strata(splits)
+    units = {
+        key: sequence_units(sequences, ttr_window=cfg.eval.ttr_window, max_new_tokens=cfg.eval.max_new_tokens)
+        for key, sequences in generations.items()
+    }
     domains = domain_rows(splits.manifest, splits.eval_ids.size(0))
     if len(domains) > 1:
         positions = splits.eval_ids.size(1) - 1  # collect_token_stats flattens blocks in order
@@ -363,6 +437,8 @@ def compare_original(
                 for name, rows in domains.items()
             }
             table[model_name][strategy].update(average_over_domains(by_domain))
+            # The pooled intervals of generation_metrics, replaced by ones of the mean over domains.
+            table[model_name][strategy].update(figure_intervals(units[(model_name, strategy)], strata=strata))
     for (model_name, strategy), sequences in generations.items():
         texts = decode_texts(tokenizer, sequences)
         table[model_name][strategy].update(word_metrics(texts, ttr_window=cfg.eval.ttr_window))
@@ -373,7 +449,8 @@ def compare_original(
                 for i, (t, s) in enumerate(zip(texts, sequences, strict=True))
             ],
         )
-    return {"retention": retention, "decoding": table, "sharpness": sharpness}
+    differences = strategy_differences(units, model="hyperfitted", baseline="original", strata=strata)
+    return {"retention": retention, "decoding": table, "sharpness": sharpness, "differences": differences}
 
 
 HEADLINE = (
@@ -395,10 +472,27 @@ HEADLINE = (
 
 
 def _headline(record: dict) -> dict:
+    """An evaluation's headline figures, each with its 95 % interval ``<name>_ci`` when recorded."""
     return {
         "epoch": record["epoch"],
         "step": record["step"],
-        **{k: record[k] for k in HEADLINE if k in record},
+        **{k: record[k] for name in HEADLINE for k in (name, f"{name}_ci") if k in record},
+    }
+
+
+def seed_headline(summary: dict) -> dict[str, dict[str, float]]:
+    """What ``--seeds`` averages: the headline figures before and after, after − before, and the hyperfitted
+    model's greedy TTR minus the original's with each strategy."""
+    differences = summary.get("differences", {})
+    return {
+        "before": numbers(summary["before"], HEADLINE),
+        "after": numbers(summary["after"], HEADLINE),
+        "after_minus_before": {k: d["diff"] for k, d in differences.get("after_minus_before", {}).items()},
+        "hyperfitted_greedy_minus_original_ttr": {
+            strategy: d["ttr"]["diff"]
+            for strategy, d in differences.get("hyperfitted_greedy_minus_original", {}).items()
+            if "ttr" in d
+        },
     }
 
 

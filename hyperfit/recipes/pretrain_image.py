@@ -242,6 +242,7 @@ def main(cfg: PretrainImageConfig) -> dict:
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
         held_out = teacher_forced_stats(model, eval_ids, batch_size=64)
+        held_out.pop("units")  # per-block parts: metrics.jsonl keeps the figures and their intervals
         greedy = complete(model, eval_codes, n_context=n_context)
         stripes = stripe_score(greedy.codes, grid=tokenizer.grid, n_context=n_context)
         run_length = float(longest_runs(greedy.codes, n_context=n_context).float().mean())

@@ -1,7 +1,8 @@
 """``hyperfit report RUN_DIR...``: rewrite ``report.md`` / ``report.html`` of finished run directories.
 
 Each kind of directory has its report builder: a fit-text or eval run (``hyperfit.text.report``), a fit-image run
-or pretrained prior (``hyperfit.image.report``), an experiment (``hyperfit.recipes.experiments``). Every
+or pretrained prior (``hyperfit.image.report``), an experiment (``hyperfit.recipes.experiments``), a run repeated
+over ``--seeds`` (``hyperfit.common.seeds``). Every
 builder reads only the directory, so a report can be rewritten at any time without the training state.
 """
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from hyperfit.common.report import Report, write_report_files
 from hyperfit.common.runs import FINISHED_MARKER, HyperfitError, read_json
+from hyperfit.common.seeds import SEEDS_KIND, seeds_report
 from hyperfit.image import report as image_report
 from hyperfit.text import report as text_report
 
@@ -21,6 +23,8 @@ USAGE = "usage: hyperfit report RUN_DIR [RUN_DIR ...]  (fit, eval, image or expe
 def run_report(run_dir: str | Path, summary: dict | None = None) -> Report:
     """The report of one run directory, chosen by what its summary says it is."""
     summary = summary or read_json(Path(run_dir) / FINISHED_MARKER)
+    if summary.get("kind") == SEEDS_KIND:
+        return seeds_report(run_dir, summary)
     if summary.get("modality") == "image":
         return image_report.fit_report(run_dir, summary)
     if summary.get("kind") == "eval":

@@ -13,7 +13,9 @@ from hyperfit.common.report import Cell, Plot, Report, Sample, Samples, Section,
 from hyperfit.common.report.render import format_value
 from hyperfit.common.report.sections import (
     DECODING_COLUMNS,
+    DIFFERENCE_ROWS,
     HEADLINE_ROWS,
+    before_after_note,
     before_after_table,
     decoding_table,
     drop_empty,
@@ -21,6 +23,7 @@ from hyperfit.common.report.sections import (
     per_evaluation_table,
     sharpness_plots,
     sharpness_table,
+    strategy_differences_tables,
     training_curves,
 )
 from hyperfit.common.runs import read_json, read_jsonl
@@ -131,9 +134,13 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         caption=f"before = epoch {before.get('epoch')} (the original model), after = epoch {after.get('epoch')}",
     )
     sections = [
-        Section("Before and after hyperfitting", [headline]),
+        Section("Before and after hyperfitting", [headline, before_after_note(summary, HEADLINE_ROWS)]),
         Section("Training curves (paper Fig. 2)", [*training_curves(metrics), per_evaluation_table(metrics)]),
         Section("Decoding strategies (same prompts)", [text_decoding_table(summary)]),
+        Section(
+            "Differences between decodings (paired over prompts)",
+            strategy_differences_tables(summary, figures=DIFFERENCE_ROWS),
+        ),
         Section("Sharpness and reference-token ranks", [sharpness_table(summary), *sharpness_plots(summary)]),
         Section("Retention: held-out perplexity on every bundled domain", [retention_table(summary)]),
         Section(
@@ -165,6 +172,10 @@ def eval_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         ]
     sections = [
         Section("Decoding strategies (same prompts)", [text_decoding_table(summary)]),
+        Section(
+            "Differences between models (paired over prompts)",
+            strategy_differences_tables(summary, figures=DIFFERENCE_ROWS),
+        ),
         Section(
             "By generated length (first L tokens of each continuation)",
             [length_table(summary), ttr_by_position_plot(summary)],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hyperfit.common.report.data import Cell, Plot, Section, Series, Table
+from hyperfit.common.report.data import Cell, Plot, Section, Series, Table, Text
 
 MetricRow = tuple[str, str, str]  # (summary key, label, format)
 
@@ -39,6 +39,13 @@ CROSS_RUN_ROWS: tuple[MetricRow, ...] = (
     ("gen_entropy", "entropy at generated positions (nats)", "{:.3f}"),
     ("rep_4", "rep-4 of the generations", "{:.3f}"),
     ("loop_share", "generations ending in a repeated phrase", "{:.3f}"),
+)
+
+# The decoding figures whose paired differences between models and strategies are shown (``compare``).
+DIFFERENCE_ROWS: tuple[MetricRow, ...] = (
+    ("ttr", "TTR", "{:.3f}"),
+    ("rep_4", "rep-4", "{:.3f}"),
+    ("loop_share", "loop share", "{:.3f}"),
 )
 
 # Generation metrics of ``compare.generation_metrics`` per model × strategy, in table order.
@@ -88,17 +95,140 @@ def change(before, after) -> str:
     return f"{(after - before) / before * 100:+.0f} %"
 
 
+def recorded_interval(record: dict, key: str) -> tuple[float, float] | None:
+    """``record["<key>_ci"]`` as a pair when it holds two numbers (older runs have none)."""
+    ci = record.get(f"{key}_ci")
+    if isinstance(ci, list | tuple) and len(ci) == 2 and all(isinstance(x, int | float) for x in ci):
+        return (ci[0], ci[1])
+    return None
+
+
+def signed(fmt: str) -> str:
+    """``fmt`` with an explicit sign, for differences ("{:.3f}" -> "{:+.3f}")."""
+    return fmt.replace("{:", "{:+", 1) if "{:+" not in fmt else fmt
+
+
+INCLUDES_ZERO = "interval includes 0"
+
+
+def difference_cell(difference: dict | None, fmt: str = "{:.3f}") -> Cell | None:
+    """A paired difference (``stats.paired_difference``'s dict) as a signed value with its 95 % interval, noted
+    when the interval includes zero; None when there is none."""
+    if not difference:
+        return None
+    note = INCLUDES_ZERO if difference.get("ci_includes_zero") else ""
+    return Cell(difference["diff"], ci=tuple(difference["ci"]), fmt=signed(fmt), note=note)
+
+
+def p_cell(difference: dict | None) -> Cell | None:
+    return None if not difference else Cell(difference["p"], fmt="{:.2g}")
+
+
 def before_after_table(summary: dict, rows: Sequence[MetricRow], *, caption: str = "") -> Table | None:
-    """metric | before | after | change, for each row whose key both ``summary["before"]`` and ``["after"]`` hold."""
+    """metric | before | after | change, for each row whose key both ``summary["before"]`` and ``["after"]`` hold;
+    each value with its 95 % interval when recorded, and, when ``summary["differences"]["after_minus_before"]``
+    holds the metric, after − before paired over the same prompts with its interval and permutation p."""
     before, after = summary.get("before", {}), summary.get("after", {})
-    cells = [
-        [label, Cell(before[key], fmt=fmt), Cell(after[key], fmt=fmt), change(before[key], after[key])]
-        for key, label, fmt in rows
-        if key in before and key in after
-    ]
+    changes = summary.get("differences", {}).get("after_minus_before") or {}
+    cells = []
+    for key, label, fmt in rows:
+        if key not in before or key not in after:
+            continue
+        row = [
+            label,
+            Cell(before[key], ci=recorded_interval(before, key), fmt=fmt),
+            Cell(after[key], ci=recorded_interval(after, key), fmt=fmt),
+            change(before[key], after[key]),
+        ]
+        if changes:
+            row += [difference_cell(changes.get(key), fmt), p_cell(changes.get(key))]
+        cells.append(row)
     if not cells:
         return None
-    return Table(["metric", "before", "after", "change"], cells, caption=caption)
+    columns = ["metric", "before", "after", "change"]
+    if changes:
+        columns += ["after − before [95 % CI]", "p"]
+    return Table(columns, cells, caption=caption)
+
+
+def undistinguished(differences: dict[str, dict], labels: dict[str, str], *, units: str) -> Text | None:
+    """Plain words on which of ``differences`` (``{key: paired difference}``, ``labels`` naming the keys) cannot
+    be told from zero on the units measured: those whose 95 % interval includes 0, and those whose interval
+    excludes 0 while the permutation p is 0.05 or more (on a few units the percentile bootstrap is too narrow)."""
+    shown = {key: d for key, d in differences.items() if key in labels and d}
+    if not shown:
+        return None
+    n = next(iter(shown.values()))["n"]
+    open_ = [labels[key] for key, d in shown.items() if d["ci_includes_zero"]]
+    weak = [labels[key] for key, d in shown.items() if not d["ci_includes_zero"] and d["p"] >= 0.05]
+    if not open_ and not weak:
+        return Text(
+            f"Every difference above has a 95 % interval that excludes zero and p < 0.05 on these {n} {units}."
+        )
+    words = []
+    if open_:
+        words.append(
+            f"Not distinguishable from zero on these {n} {units} (the 95 % interval of the paired difference "
+            f"includes 0): {', '.join(open_)}."
+        )
+    if weak:
+        words.append(
+            f"Interval excludes 0 but the permutation p is 0.05 or more, so not established on these {n} {units} "
+            f"either (a bootstrap interval over few {units} is too narrow): {', '.join(weak)}."
+        )
+    return Text(" ".join(words))
+
+
+def before_after_note(summary: dict, rows: Sequence[MetricRow], *, units: str = "prompts") -> Text | None:
+    """The before/after differences that cannot be told from zero, in words."""
+    changes = summary.get("differences", {}).get("after_minus_before") or {}
+    return undistinguished(changes, {key: label for key, label, _ in rows}, units=units)
+
+
+def strategy_differences_tables(
+    summary: dict, *, figures: Sequence[MetricRow], units: str = "prompts"
+) -> list[Table | Text]:
+    """One table per stated decoding difference in ``summary["differences"]`` other than after − before (e.g.
+    ``hyperfitted_greedy_minus_original``: the hyperfitted model's greedy decoding against each strategy of the
+    original), a row per strategy with each figure's paired difference and p, and the sentence naming those
+    that cannot be told from zero."""
+    blocks: list[Table | Text] = []
+    for name, by_strategy in (summary.get("differences") or {}).items():
+        if name == "after_minus_before" or not by_strategy:
+            continue
+        shown = [
+            (key, label, fmt) for key, label, fmt in figures if any(key in d for d in by_strategy.values())
+        ]
+        if not shown:
+            continue
+        model, _, baseline = name.partition("_minus_")
+        if model.endswith("_greedy"):
+            caption = f"{model.removesuffix('_greedy')} decoding greedily minus {baseline} with each strategy"
+        else:
+            caption = f"{model} minus {baseline}, both with the same strategy"
+        rows = [
+            [
+                strategy,
+                *(
+                    cell
+                    for key, _, fmt in shown
+                    for cell in (difference_cell(d.get(key), fmt), p_cell(d.get(key)))
+                ),
+            ]
+            for strategy, d in by_strategy.items()
+        ]
+        columns = ["strategy", *(c for _, label, _ in shown for c in (f"{label} [95 % CI]", "p"))]
+        blocks.append(Table(columns, rows, caption=f"{caption}, paired over the same {units}"))
+        flat = {
+            f"{strategy} {label}": d[key]
+            for strategy, d in by_strategy.items()
+            for key, label, _ in shown
+            if d.get(key)
+        }
+        note = undistinguished(flat, {k: k for k in flat}, units=units)
+        if note is not None:
+            blocks.append(note)
+    return blocks
 
 
 def per_evaluation_table(metrics: list[dict]) -> Table | None:
@@ -114,7 +244,7 @@ def per_evaluation_table(metrics: list[dict]) -> Table | None:
                 r["epoch"],
                 epoch_loss.get(r["epoch"]),
                 r.get("loss"),
-                r.get("ttr"),
+                Cell(r.get("ttr"), ci=recorded_interval(r, "ttr")),
                 r.get("entropy"),
                 r.get("top1_prob"),
             ]
@@ -258,14 +388,33 @@ def sharpness_plots(summary: dict) -> list[Plot]:
 
 
 def cross_run_table(summaries: dict[str, dict], rows: Sequence[MetricRow]) -> Table:
-    """One column per run and side ("<name> before", "<name> after"), one row per metric some run holds."""
-    columns = [f"{name} {side}" for name in summaries for side in ("before", "after")]
+    """One column per run and side ("<name> before", "<name> after"), each value with its 95 % interval when
+    recorded, and "<name> after − before" (paired over the run's held-out units, interval and p) for runs that
+    record it; one row per metric some run holds."""
+    sides = [(name, side) for name in summaries for side in ("before", "after", "after − before")]
+    sides = [
+        (name, side)
+        for name, side in sides
+        if side != "after − before" or summaries[name].get("differences", {}).get("after_minus_before")
+    ]
     cells = []
     for key, label, fmt in rows:
-        values = [s.get(side, {}).get(key) for s in summaries.values() for side in ("before", "after")]
-        if any(v is not None for v in values):
-            cells.append([label, *(Cell(v, fmt=fmt) for v in values)])
-    return Table(["metric", *columns], cells)
+        row, found = [label], False
+        for name, side in sides:
+            summary = summaries[name]
+            if side == "after − before":
+                d = summary["differences"]["after_minus_before"].get(key)
+                cell = difference_cell(d, fmt)
+                if cell is not None:
+                    cell.note = "; ".join(x for x in (f"p {d['p']:.2g}", cell.note) if x)
+                row.append(cell)
+                continue
+            value = summary.get(side, {}).get(key)
+            found = found or value is not None
+            row.append(Cell(value, ci=recorded_interval(summary.get(side, {}), key), fmt=fmt))
+        if found:
+            cells.append(row)
+    return Table(["metric", *(f"{name} {side}" for name, side in sides)], cells)
 
 
 def cross_run_plots(

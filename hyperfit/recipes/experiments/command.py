@@ -18,6 +18,7 @@ from hyperfit.common.runs import (
     undo_unstarted_runs,
     write_json,
 )
+from hyperfit.common.seeds import for_seed, numbers, parse_seeds, run_seeds
 from hyperfit.common.train import build_accelerator
 from hyperfit.recipes.experiments.data_order import data_order, data_order_report
 from hyperfit.recipes.experiments.data_size import data_size, data_size_report, size_epochs
@@ -56,8 +57,9 @@ EXPERIMENTS: dict[str, Experiment] = {
         data_size_report,
     ),
     "data-order": Experiment(
-        "Paper §6.1 / Fig. 5 left: the same blocks in different orders; pairwise top-1 agreement of the "
-        "hyperfitted models on the held-out blocks. Paper: about 30 % of top-1 predictions differ.",
+        "Paper §6.1 / Fig. 5 left: the same blocks in different orders, and Shuffle-1 (one pair of blocks "
+        "swapped); pairwise top-1 agreement of the hyperfitted models on the held-out blocks. Paper: about 30 % "
+        "of top-1 predictions differ, even after Shuffle-1.",
         data_order,
         data_order_report,
     ),
@@ -112,8 +114,8 @@ def check(name: str, cfg: ExperimentRecipeConfig) -> None:
         for n in _ints(exp.sizes, "sizes"):
             size_epochs(n, batch_size=train_cfg.batch_size, updates=exp.updates)
     if name == "data-order":
-        if len(set(_ints(exp.seeds, "seeds"))) < 2:
-            raise HyperfitError("data-order needs at least two different seeds; pass e.g. --seeds 0,1,2.")
+        if len(set(_ints(exp.orders, "orders"))) < 2:
+            raise HyperfitError("data-order needs at least two different orders; pass e.g. --orders 0,1,2.")
         if not train_cfg.dropout_off:
             raise HyperfitError(
                 "data-order needs --dropout_off true so that the seed changes only the data order."
@@ -154,10 +156,48 @@ def prepare_base_model(model_cfg: ModelConfig, out: Path) -> tuple[ModelConfig, 
     return ModelConfig(model=str(target)), f"{description}, de-quantised once into {target}"
 
 
+SEED_CONTROLS = (
+    "Each seed is the --seed of every variant run: the order of the training blocks in every epoch and the "
+    "sampling strategies' draws; the training and held-out texts are chosen by --data_seed, the same for every "
+    "seed."
+)
+ORDER_SEEDS = (
+    " In data-order, order k of seed s trains with seed 1000 s + k: each seed is another set of orders."
+)
+# Row fields that name a variant or its setting rather than measure it: not averaged over seeds.
+SETTINGS = {
+    "seed",
+    "n_train",
+    "epochs",
+    "updates",
+    "updates_target",
+    "lr",
+    "epoch",
+    "lora_r",
+    "trainable_params",
+}
+
+
 def main(name: str, cfg: ExperimentRecipeConfig) -> dict:
     if name not in EXPERIMENTS:
         raise HyperfitError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}.")
+    seeds = parse_seeds(cfg.seeds.seeds)
+    if len(seeds) == 1:
+        cfg = for_seed(cfg, seeds[0])
     check(name, cfg)
+    if len(seeds) > 1:
+        return run_seeds(
+            seeds,
+            lambda seed, out: main(name, for_seed(cfg, seed, out)),
+            out=cfg.run.out,
+            headline=seed_headline,
+            command=f"experiment {name}",
+            config={"experiment": name, **config_dict(cfg)},
+            seed_controls=f"{EXPERIMENTS[name].question} {SEED_CONTROLS}"
+            + (ORDER_SEEDS if name == "data-order" else ""),
+            overwrite=cfg.run.overwrite,
+            resume=cfg.run.resume,
+        )
     out = Path(cfg.run.out)
     run = Run.open(out, overwrite=cfg.run.overwrite, resume=cfg.run.resume, command=f"experiment {name}")
     # Resuming a finished experiment only re-reads it: the wall time of the work stays the one it took.
@@ -195,6 +235,21 @@ def main(name: str, cfg: ExperimentRecipeConfig) -> dict:
     return summary
 
 
+def row_label(row: dict) -> str:
+    """A row of any experiment's table by what it varies: its variant (and epoch), or its domains."""
+    if "variant" in row:
+        return f"{row['variant']} epoch {row['epoch']}" if "epoch" in row and "lr" in row else row["variant"]
+    return " → ".join(str(row[k]) for k in ("train_domain", "eval_domain") if k in row)
+
+
+def seed_headline(summary: dict) -> dict[str, dict[str, float]]:
+    """What ``--seeds`` averages: every measured number of every row (by :func:`row_label`) and the
+    experiment's numeric facts (e.g. data-order's mean pairwise disagreement)."""
+    rows = {row_label(row): numbers(row, set(row) - SETTINGS) for row in summary["rows"]}
+    facts = numbers(summary, set(summary) - {"wall_seconds", "positions"})
+    return {**rows, **({"facts": facts} if facts else {})}
+
+
 def rewrite_report(out: str | Path) -> Path:
     """Re-render a finished experiment's report (``hyperfit report`` on an experiment directory) from its
     summary.json, experiment.json and variant runs; nothing is loaded or retrained."""
@@ -208,13 +263,14 @@ USAGE = """usage: hyperfit experiment NAME [fit-text options] [experiment option
 
 experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and one run per variant in DIR/runs/):
   data-size   TTR vs training-set size N with the number of updates held fixed     (--sizes, --updates)
-  data-order  the same data in different orders: pairwise top-1 agreement           (--seeds, --repeat_first_seed)
+  data-order  the same data in different orders, and Shuffle-1: top-1 agreement   (--orders, --shuffle_one)
   domain      train on each domain, evaluate on every domain                        (--domains)
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
   early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
   which-layers  full vs last block vs embeddings+head vs LoRA, equal updates   (--lora_layers, --lora_rank, --lora_lr)
 
 --preset cpu (default) is sized for 2 CPU cores (7-12 minutes each there); --preset paper is the paper's scale.
+--seeds 0,1,2 repeats the whole experiment per seed into DIR/seed_<s>/ and reports mean ± sd across seeds.
 `hyperfit experiment NAME --help` lists every option."""
 
 

@@ -86,6 +86,9 @@ def data_size(ctx: Context) -> Outcome:
                 "final_train_loss": summary["train"]["final_train_loss"],
                 **_metrics(after),
                 "own_heldout_ttr": summary["after"]["ttr"],
+                **(
+                    {"own_heldout_ttr_ci": summary["after"]["ttr_ci"]} if "ttr_ci" in summary["after"] else {}
+                ),
             }
         )
     rows.append({"variant": "original", "n_train": 0, "epochs": 0, "updates": 0, **_metrics(original)})

@@ -12,6 +12,7 @@ import torch
 
 from hyperfit.common.config import EvalConfig
 from hyperfit.common.report import Cell, Plot, Section, Series, Table
+from hyperfit.common.report.sections import recorded_interval
 from hyperfit.common.runs import HyperfitError
 from hyperfit.recipes.experiments.shared import (
     METRIC_COLUMNS,
@@ -95,7 +96,13 @@ def domain_report(summary: dict, out: Path, recorded: dict) -> list[Section]:
     """TTR and perplexity as training × evaluation domain matrices, every cell, and TTR by domain as a chart."""
     labels = list(summary["sources"])
     ttr = summary["ttr_matrix"]
-    perplexity = {(r["train_domain"], r["eval_domain"]): r.get("perplexity") for r in summary["rows"]}
+    cells = {(r["train_domain"], r["eval_domain"]): r for r in summary["rows"]}
+
+    def cell(train: str, evaluated: str, key: str, fmt: str) -> Cell:
+        row = cells.get((train, evaluated), {})
+        value = ttr[train][evaluated] if key == "ttr" else row.get(key)
+        return Cell(value, ci=recorded_interval(row, key), fmt=fmt)
+
     plot = Plot(
         "greedy TTR by training domain",
         [Series(t, labels, [ttr[t][e] for e in labels]) for t in ttr],
@@ -106,14 +113,21 @@ def domain_report(summary: dict, out: Path, recorded: dict) -> list[Section]:
     return [
         Section(
             "Greedy TTR: training domain (rows) × evaluation domain (columns)",
-            [Table(["trained on", *labels], [[t, *(ttr[t][e] for e in labels)] for t in ttr]), plot],
+            [
+                Table(
+                    ["trained on", *labels],
+                    [[t, *(cell(t, e, "ttr", "{:.3f}") for e in labels)] for t in ttr],
+                    caption="95 % intervals over the evaluation domain's held-out prompts",
+                ),
+                plot,
+            ],
         ),
         Section(
             "Held-out perplexity: training domain × evaluation domain",
             [
                 Table(
                     ["trained on", *labels],
-                    [[t, *(Cell(perplexity[(t, e)], fmt="{:.1f}") for e in labels)] for t in ttr],
+                    [[t, *(cell(t, e, "perplexity", "{:.1f}") for e in labels)] for t in ttr],
                 )
             ],
         ),

@@ -45,7 +45,12 @@ def early_stop(ctx: Context) -> Outcome:
             "epochs": epochs,
             "final_train_loss": train_loss,
             **_metrics(summary[side]),
-            **{f"{s}_{k}": decoding.get(s, {}).get(k) for s in strategies for k in ("ttr", "rep_4")},
+            **{
+                f"{s}_{k}{ci}": decoding.get(s, {}).get(f"{k}{ci}")
+                for s in strategies
+                for k in ("ttr", "rep_4")
+                for ci in ("", "_ci")
+            },
         }
 
     rows = [

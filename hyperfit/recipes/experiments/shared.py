@@ -21,7 +21,9 @@ from accelerate import Accelerator
 from hyperfit.common.config import EvalConfig, RunConfig, TrainConfig, config_parts
 from hyperfit.common.evaluate import collect_token_stats, generation_stats, teacher_forced_stats
 from hyperfit.common.report import Cell, Table
+from hyperfit.common.report.sections import recorded_interval
 from hyperfit.common.runs import HyperfitError, read_json, write_json
+from hyperfit.common.seeds import SeedsConfig
 from hyperfit.recipes import fit_text
 from hyperfit.recipes.fit_text import FitTextConfig
 from hyperfit.text.data import TextDataConfig
@@ -39,12 +41,23 @@ class ExperimentConfig:
     updates: int = field(
         default=80, metadata={"help": "data-size: optimizer updates held fixed for every N (paper: 5,000)."}
     )
-    seeds: str = field(
-        default="0,1,2", metadata={"help": "data-order: one seed per data order (comma list, ≥ 2 distinct)."}
+    orders: str = field(
+        default="0,1,2",
+        metadata={
+            "help": "data-order: one data order per entry, each the training seed of its run (comma list, ≥ 2 "
+            "distinct); with --seed s each order k trains with seed 1000 s + k."
+        },
     )
     repeat_first_seed: bool = field(
         default=False,
-        metadata={"help": "data-order: train the first seed twice to measure run-to-run nondeterminism."},
+        metadata={"help": "data-order: train the first order twice to measure run-to-run nondeterminism."},
+    )
+    shuffle_one: bool = field(
+        default=True,
+        metadata={
+            "help": "data-order: also train the first order with one pair of training blocks swapped (the paper's "
+            "Shuffle-1: the first blocks of its first two batches in epoch 1 trade places in every epoch)."
+        },
     )
     domains: str = field(
         default="lee,wiki",
@@ -94,6 +107,9 @@ class ExperimentRecipeConfig:
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The experiment directory."})
     exp: ExperimentConfig = field(
         default_factory=ExperimentConfig, metadata={"help": "What the variants vary."}
+    )
+    seeds: SeedsConfig = field(
+        default_factory=SeedsConfig, metadata={"help": "Repeat the whole experiment over training seeds."}
     )
 
 
@@ -226,7 +242,8 @@ class Context:
 
 def evaluate_blocks(model, eval_ids: torch.Tensor, *, eval_cfg: EvalConfig, eos_id=None) -> dict:
     """fit-text's evaluation on other blocks: greedy continuations of ``eval_ids[:, :prompt_tokens]`` (TTR over
-    the last ``ttr_window`` generated ids) and teacher-forced loss, perplexity, entropy, top-1 on ``eval_ids``."""
+    the last ``ttr_window`` generated ids) and teacher-forced loss, perplexity, entropy, top-1 on ``eval_ids``,
+    each with its 95 % interval over prompts (``<name>_ci``)."""
     gen, _ = generation_stats(
         model,
         eval_ids[:, : eval_cfg.prompt_tokens],
@@ -236,7 +253,9 @@ def evaluate_blocks(model, eval_ids: torch.Tensor, *, eval_cfg: EvalConfig, eos_
         batch_size=eval_cfg.eval_batch_size,
         eos_id=eos_id,
     )
-    return {**gen, **teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)}
+    held_out = teacher_forced_stats(model, eval_ids, batch_size=eval_cfg.eval_batch_size)
+    gen.pop("units"), held_out.pop("units")  # per-prompt parts: not kept in the cached figures
+    return {**gen, **held_out}
 
 
 def top1_ids(model, *, blocks: torch.Tensor, batch_size: int, eos_id=None) -> torch.Tensor:
@@ -245,7 +264,11 @@ def top1_ids(model, *, blocks: torch.Tensor, batch_size: int, eos_id=None) -> to
 
 
 def _metrics(record: dict) -> dict:
-    return {k: record.get(k) for k in METRICS}
+    """The row metrics of an evaluation, each with its recorded 95 % interval (``<name>_ci``) when it has one."""
+    return {
+        **{k: record.get(k) for k in METRICS},
+        **{f"{k}_ci": record[f"{k}_ci"] for k in METRICS if f"{k}_ci" in record},
+    }
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -263,9 +286,10 @@ def _floats(text: str, flag: str) -> list[float]:
 
 
 def metric_table(rows: list[dict], columns: list[tuple[str, str, str]], *, caption: str = "") -> Table:
-    """One table row per dict: ``columns`` are (key, header, format); a missing value shows "–"."""
+    """One table row per dict: ``columns`` are (key, header, format); a missing value shows "–", a value with a
+    recorded ``<key>_ci`` its 95 % interval."""
     return Table(
         [label for _, label, _ in columns],
-        [[Cell(r.get(key), fmt=fmt) for key, _, fmt in columns] for r in rows],
+        [[Cell(r.get(key), ci=recorded_interval(r, key), fmt=fmt) for key, _, fmt in columns] for r in rows],
         caption=caption,
     )
