@@ -249,4 +249,6 @@ def test_the_comparison_reuses_each_evaluations_statistics(tiny_model_dir, news_
     assert own["perplexity_before"] == pytest.approx(summary["before"]["perplexity"], rel=1e-9)
     assert own["perplexity_after"] == pytest.approx(summary["after"]["perplexity"], rel=1e-9)
     assert summary["sharpness"]["before"]["entropy"] == pytest.approx(summary["before"]["entropy"], rel=1e-6)
-    assert summary["sharpness"]["after"]["top1_prob"] == pytest.approx(summary["after"]["top1_prob"], rel=1e-6)
+    assert summary["sharpness"]["after"]["top1_prob"] == pytest.approx(
+        summary["after"]["top1_prob"], rel=1e-6
+    )
