@@ -1,6 +1,7 @@
 """Image prior pretraining throughput: hyperfit's trainer against a plain loop (the same AdamW, weight decay 0.01,
-lr 1e-3) on the offline prior of ``hyperfit pretrain-image`` (ImageGPT, 4 layers, width 128, 64 palette codes +
-SOS, 16 x 16 patches = 1 + 256 positions), batch 32. The codes are random: the cost does not depend on them.
+lr 1e-3) on the palette prior of ``hyperfit pretrain-image --tokenizer palette`` (ImageGPT, 4 layers, width 128,
+64 palette codes + SOS, 16 x 16 patches = 1 + 256 positions; the default VQ-VAE prior has 1 + 64), batch 32. The
+codes are random: the cost does not depend on them.
 
     python benchmarks/bench_image.py [--quick] [--rounds 8]
 """

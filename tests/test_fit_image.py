@@ -50,13 +50,13 @@ from tests.conftest import launch_failure, launch_two_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A prior small enough for seconds: 3 photographs at 64x64, 8x8 patches (64 tokens), 8 colours, 2 layers of 32,
-# with dropout (pretrained with it, so that hyperfitting has a dropout to turn off).
+# A prior small enough for seconds: 3 photographs at 64x64, 8x8 patches (64 tokens), a palette of 8 colours, 2
+# layers of 32, with dropout (pretrained with it, so that hyperfitting has a dropout to turn off).
 PRETRAIN = [
     "pretrain-image",
     *("--photos", "astronaut,coffee,brick", "--resize", "64", "--patch", "8", "--per_image", "120"),
-    *("--vocab", "8", "--layers", "2", "--width", "32", "--heads", "2", "--epochs", "1"),
-    *("--n_pretrain_eval", "8", "--precision", "fp32", "--dropout", "0.1"),
+    *("--tokenizer", "palette", "--vocab", "8", "--layers", "2", "--width", "32", "--heads", "2"),
+    *("--epochs", "1", "--n_pretrain_eval", "8", "--precision", "fp32", "--dropout", "0.1"),
 ]
 FIT = [
     *("--n_train", "8", "--n_eval", "6", "--batch_size", "4", "--epochs", "2", "--eval_every_epochs", "1"),
@@ -438,3 +438,16 @@ def test_sampling_names_sampling_strategies_only(tmp_path, capsys) -> None:
         error = last_error(capsys)
         assert "is not a sampling strategy; use one or more of top_p, min_p, typical" in error, error
     assert not (tmp_path / "r").exists()
+
+
+def test_the_default_prior_has_a_learned_vq_tokenizer_and_the_palette_stays_a_flag() -> None:
+    from hyperfit.common.config import parse_recipe_config
+    from hyperfit.recipes.pretrain_image import DEFAULT_PRESET, PRESETS, PretrainImageConfig
+
+    def data(*argv: str):
+        argv = ["--preset", DEFAULT_PRESET, *argv]  # as `hyperfit pretrain-image` adds it
+        return parse_recipe_config(PretrainImageConfig, argv, presets=PRESETS).data
+
+    assert (data().tokenizer, data().vocab) == ("vqvae", 128)
+    assert (data("--tokenizer", "palette").tokenizer, data("--tokenizer", "palette").vocab) == ("palette", 64)
+    assert data("--tokenizer", "palette", "--vocab", "16").vocab == 16

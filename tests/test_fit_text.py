@@ -221,3 +221,34 @@ def test_eval_data_that_overlaps_the_training_documents_is_refused(
     assert (
         error.startswith("error: --eval_data") and "consecutive tokens with the training documents" in error
     )
+
+
+def test_the_comparison_reuses_each_evaluations_statistics(tiny_model_dir, news_file, tmp_path, monkeypatch):
+    """The first and last evaluations already scored the original and the hyperfitted model on the held-out
+    blocks: retention on the run's own blocks and the sharpness comparison take those numbers, with no second
+    pass over the blocks, and they equal the before / after figures."""
+    import hyperfit.common.evaluate as evaluate_module
+    import hyperfit.recipes.fit_text as fit_text_module
+    import hyperfit.text.retention as retention_module
+
+    passes = []
+    real = evaluate_module.collect_token_stats
+
+    def counted(model, blocks, **kwargs):
+        passes.append(tuple(blocks.shape))
+        return real(model, blocks, **kwargs)
+
+    for module in (evaluate_module, fit_text_module, retention_module):
+        monkeypatch.setattr(module, "collect_token_stats", counted)
+    out = tmp_path / "run"
+    assert fit(tiny_model_dir, news_file, out, "--retention_domains", "", "--strategies", "greedy,top_p") == 0
+    summary = read_json(out / "summary.json")
+    evaluations = 3  # before, after epoch 1, after epoch 2
+    assert len(passes) == evaluations  # one teacher-forced pass per evaluation, none after training
+    own = summary["retention"]["own held-out"]
+    assert own["perplexity_before"] == pytest.approx(summary["before"]["perplexity"], rel=1e-9)
+    assert own["perplexity_after"] == pytest.approx(summary["after"]["perplexity"], rel=1e-9)
+    assert summary["sharpness"]["before"]["entropy"] == pytest.approx(summary["before"]["entropy"], rel=1e-6)
+    assert summary["sharpness"]["after"]["top1_prob"] == pytest.approx(
+        summary["after"]["top1_prob"], rel=1e-6
+    )

@@ -14,7 +14,7 @@ from hyperfit.image.data import (
     load_skimage_patches,
     split_images,
 )
-from hyperfit.image.render import codes_to_pil, mask_context, save_grid
+from hyperfit.image.render import codes_to_pil, mask_context, save_grid, tile_grid
 from hyperfit.image.tokenizers import (
     ImageTokenizer,
     PaletteTokenizer,
@@ -244,6 +244,15 @@ def test_digits_and_split() -> None:
 
 
 # --- rendering ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("n", "n_cols", "padding"), [(6, 3, 2), (4, 1, 0), (8, 4, 3)])
+def test_tile_grid_lays_tiles_out_as_torchvision_make_grid(n, n_cols, padding) -> None:
+    from torchvision.utils import make_grid
+
+    tiles = torch.rand(n, 3, 5, 7, generator=torch.Generator().manual_seed(n))
+    expected = make_grid(tiles, nrow=n_cols, padding=padding, pad_value=1.0)
+    assert torch.equal(tile_grid(tiles, n_cols, padding=padding), expected)
 
 
 def test_save_grid_and_masks(tmp_path, palette: PaletteTokenizer, images: torch.Tensor) -> None:

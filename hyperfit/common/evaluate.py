@@ -168,7 +168,12 @@ def teacher_forced_stats(
     its 95 % bootstrap interval over blocks, and ``units`` holds every block's parts of the figures (pop it
     before logging: one dict per block).
     """
-    token = collect_token_stats(model, blocks, batch_size=batch_size)
+    return summarise_token_stats(collect_token_stats(model, blocks, batch_size=batch_size), blocks)
+
+
+def summarise_token_stats(token: dict[str, torch.Tensor], blocks: torch.Tensor) -> dict:
+    """:func:`teacher_forced_stats` from per-position statistics already collected on ``blocks[n, t]`` (by
+    :func:`collect_token_stats`), so a caller that keeps them needs no second forward pass."""
     nll = token["nll"].double()
     loss = float(nll.mean())
     hits = (token["argmax"] == blocks[:, 1:].reshape(-1)).double()

@@ -47,7 +47,7 @@ class PriorConfig:
     dropout: float = field(
         default=0.0,
         metadata={
-            "help": "Dropout while pretraining. ImageGPT's default is 0.1; 0 here because 4 epochs over 5.5k "
+            "help": "Dropout while pretraining. ImageGPT's default is 0.1; 0 here because 2 epochs over 5.5k "
             "patches do not overfit and dropout costs a third more CPU time. Hyperfitting sets it to 0 anyway."
         },
     )

@@ -1,7 +1,8 @@
 """Pixels and codes -> PIL images and PNG grids (context | completion | original), the image output edge.
 
-Follows taming-transformers' ImageLogger / LlamaGen's sample grids (torchvision `make_grid`), with
-nearest-neighbour upscaling so 16x16 patches stay readable and atomic writes (tmp file, then os.replace).
+Follows taming-transformers' ImageLogger / LlamaGen's sample grids (torchvision `make_grid`'s layout, written out
+here: importing torchvision costs each image command seconds of start-up), with nearest-neighbour upscaling so
+16x16 patches stay readable and atomic writes (tmp file, then os.replace).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import Tensor
-from torchvision.utils import make_grid
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,6 +34,14 @@ def _upscale(pixels: Tensor, scale: int) -> Tensor:
     if scale < 1:
         raise ValueError(f"scale must be a positive integer but got {scale}.")
     return repeat(pixels, "c h w -> c (h sh) (w sw)", sh=scale, sw=scale)
+
+
+def tile_grid(tiles: Tensor, n_cols: int, *, padding: int = 2, pad_value: float = 1.0) -> Tensor:
+    """tiles[r * n_cols, c, h, w] -> pixels[c, r*(h+padding) + padding, n_cols*(w+padding) + padding]: rows of
+    ``n_cols`` tiles with ``padding`` pixels of ``pad_value`` around and between them (``make_grid``'s layout)."""
+    padded = F.pad(tiles, (0, padding, 0, padding), value=pad_value)  # right and bottom of every tile
+    grid = rearrange(padded, "(r k) c h w -> c (r h) (k w)", k=n_cols)
+    return F.pad(grid, (padding, 0, padding, 0), value=pad_value)  # then left and top of the whole grid
 
 
 def pixels_to_pil(pixels: Tensor, *, scale: int = 1) -> Image.Image:
@@ -106,7 +115,7 @@ def save_grid(
     tiles = [_upscale(_as_rgb(t), scale) for r in rows for t in r]
     if len({tuple(t.shape) for t in tiles}) > 1:
         raise ValueError("all images in a grid must have the same height and width; resize them first.")
-    grid = make_grid(torch.stack(tiles), nrow=n_cols, padding=padding, pad_value=1.0)
+    grid = tile_grid(torch.stack(tiles), n_cols, padding=padding)
     image = pixels_to_pil(grid)
 
     if column_titles is not None:

@@ -28,7 +28,7 @@ from hyperfit.common.evaluate import (
     figure_intervals,
     generation_stats,
     sequence_units,
-    teacher_forced_stats,
+    summarise_token_stats,
 )
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
@@ -50,7 +50,12 @@ from hyperfit.text.model import (
     word_start_ids,
 )
 from hyperfit.text.report import fit_report
-from hyperfit.text.retention import domain_perplexities, retention_summary, run_domain_blocks
+from hyperfit.text.retention import (
+    domain_perplexities,
+    perplexity_from_nll,
+    retention_summary,
+    run_domain_blocks,
+)
 
 
 @dataclass
@@ -92,25 +97,27 @@ PRESETS = {
         "model": "deepseek-ai/deepseek-llm-7b-base",
         "out": "runs/paper/deepseek-7b",
     },  # FSDP
-    # The offline default on 2 CPU cores: SmolLM2-135M on 16 Lee news blocks of 64 tokens (12,096 training tokens:
-    # a fifth of the earlier 32 × 128 × 16 epochs, which a float32-only CPU trains at ~30 tokens/s), lr 1e-4 × 12
-    # epochs = 48 updates to train loss ~0.14, and 48 held-out prompts so that the before → after TTR gain has an
-    # interval that excludes zero; evaluated before and after only.
+    # The offline default on 2 CPU cores: SmolLM2-135M on 16 Lee news blocks of 64 tokens, batch 2, lr 1e-4 for 6
+    # epochs = 48 updates (6,048 training tokens) to train loss ~0.2, evaluated before and after only, on 32
+    # held-out prompts: enough for the before → after TTR gain's interval to clear zero. Fewer blocks or a higher
+    # lr reach the loss sooner but copy more training text into the continuations (8 blocks: a quarter of them
+    # share a >10-token span). Greedy only: each further strategy decodes every prompt twice more
+    # (--strategies greedy,top_p,greedy_blocked,entropy_matched gives the whole table).
     "cpu-demo": dict(
         model=DEFAULT_MODEL,
         data="lee",
         n_train=16,
         block_len=64,
-        n_eval=48,
-        epochs=12,
-        batch_size=4,
+        n_eval=32,
+        epochs=6,
+        batch_size=2,
         lr=1e-4,
         weight_decay=0.0,
         optimizer="adam",
-        eval_every_epochs=12,
+        eval_every_epochs=6,
         max_new_tokens=96,
-        eval_batch_size=48,
-        strategies="greedy,top_p",  # the rest of the table (blocker, entropy-matched, ...) by --strategies
+        eval_batch_size=32,
+        strategies="greedy",
         out="runs/demo/text",
     ),
 }
@@ -190,9 +197,15 @@ def main(cfg: FitTextConfig) -> dict:
         tokenizer, source=cfg.data.data, eval_ids=splits.eval_ids, domains=cfg.data.retention_domain_names()
     )
     model, trainable = prepare_trainable(model, cfg.train)
+    # The per-position statistics of each evaluation, by epoch: the first one's are the original model's and the
+    # last one's the hyperfitted model's, which the comparison after training needs again (not recomputed).
+    token_stats: dict[int, dict[str, torch.Tensor]] = {}
 
     def evaluate(model, *, epoch: int, step: int) -> dict:
-        metrics, sequences, units = evaluate_domains(model, splits, domains, cfg=cfg, eos_id=stop_ids)
+        metrics, sequences, units, stats = evaluate_domains(model, splits, domains, cfg=cfg, eos_id=stop_ids)
+        for kept in [e for e in token_stats if e != min(token_stats)]:  # keep the first and the latest only
+            del token_stats[kept]
+        token_stats[epoch] = stats
         name = f"generations/epoch_{epoch:03d}.jsonl"
         write_generations(run, name, tokenizer, splits, sequences, units=units, cfg=cfg)
         accelerator.print(
@@ -216,6 +229,7 @@ def main(cfg: FitTextConfig) -> dict:
         comparison = compare_original(
             model,
             retention_blocks,
+            token_stats=token_stats,
             splits=splits,
             tokenizer=tokenizer,
             cfg=cfg,
@@ -255,10 +269,11 @@ def main(cfg: FitTextConfig) -> dict:
 
 
 def evaluate_domains(model, splits: TextSplits, domains: dict[str, slice], *, cfg: FitTextConfig, eos_id):
-    """(metrics, greedy continuations, per-prompt parts): greedy generation and teacher-forced statistics on the
-    held-out blocks (prompt i is the start of block i, so each prompt's parts hold both), per held-out domain;
-    with several domains every figure is the mean over domains and its interval is stratified by domain."""
-    by_domain, sequences, units = {}, [], []
+    """(metrics, greedy continuations, per-prompt parts, per-position statistics): greedy generation and
+    teacher-forced statistics on the held-out blocks (prompt i is the start of block i, so each prompt's parts
+    hold both), per held-out domain; with several domains every figure is the mean over domains and its interval
+    is stratified by domain. The per-position statistics are :func:`collect_token_stats` of all held-out blocks."""
+    by_domain, sequences, units, token = {}, [], [], []
     for name, rows in domains.items():
         gen_metrics, domain_sequences = generation_stats(
             model,
@@ -269,14 +284,17 @@ def evaluate_domains(model, splits: TextSplits, domains: dict[str, slice], *, cf
             batch_size=cfg.eval.eval_batch_size,
             eos_id=eos_id,
         )
-        held_out = teacher_forced_stats(model, splits.eval_ids[rows], batch_size=cfg.eval.eval_batch_size)
+        blocks = splits.eval_ids[rows]
+        token.append(collect_token_stats(model, blocks, batch_size=cfg.eval.eval_batch_size))
+        held_out = summarise_token_stats(token[-1], blocks)
         units += [{**g, **h} for g, h in zip(gen_metrics.pop("units"), held_out.pop("units"), strict=True)]
         by_domain[name] = {**gen_metrics, **held_out}
         sequences += domain_sequences
+    stats = {key: torch.cat([part[key] for part in token]) for key in token[0]}  # domains are in row order
     if len(by_domain) == 1:
-        return next(iter(by_domain.values())), sequences, units
+        return next(iter(by_domain.values())), sequences, units, stats
     intervals = figure_intervals(units, strata=prompt_strata(splits), names=HEADLINE)
-    return {**average_over_domains(by_domain), **intervals}, sequences, units
+    return {**average_over_domains(by_domain), **intervals}, sequences, units, stats
 
 
 def prompt_strata(splits: TextSplits) -> list[str] | None:
@@ -359,6 +377,7 @@ def compare_original(
     hyperfitted: torch.nn.Module,
     retention_blocks: dict[str, dict],
     *,
+    token_stats: dict[int, dict[str, torch.Tensor]],
     splits: TextSplits,
     tokenizer,
     cfg: FitTextConfig,
@@ -368,20 +387,31 @@ def compare_original(
     """The original model, read again and placed (or sharded) like the hyperfitted one, against it: retention
     (perplexity on every bundled domain), every decoding strategy on the held-out prompts, sharpness and reference
     ranks. Read again rather than kept through training: a second full copy would double a 7B model's memory.
+    ``token_stats`` holds the per-position statistics of evaluations by epoch: those of the first and the last
+    evaluation are exactly these two models' on the held-out blocks, so they are used instead of recomputed.
 
     With several held-out domains every decoding figure is the mean over domains, and the sharpness comparison
     is given per domain as well as over all positions (equal-sized domains, so its means are the domain means)."""
     original = prepare_for_inference(load_causal_lm(cfg.model)[0].eval(), accelerator)
     batch = cfg.eval.eval_batch_size
+    evals = [r for r in run.metrics() if r.get("kind") == "eval"]
+    own, *_ = retention_blocks  # the run's own held-out blocks: splits.eval_ids
+    others = {name: blocks for name, blocks in retention_blocks.items() if name != own}
     with torch.no_grad(), accelerator.autocast():
+        # A resumed run may lack an evaluation's statistics (kept in memory only): those are computed here.
+        stats = [
+            token_stats.get(record["epoch"]) or collect_token_stats(m, splits.eval_ids, batch_size=batch)
+            for m, record in ((original, evals[0]), (hyperfitted, evals[-1]))
+        ]
         retention = retention_summary(
-            domain_perplexities(original, retention_blocks, batch_size=batch),
-            domain_perplexities(hyperfitted, retention_blocks, batch_size=batch),
-            trained_on=next(iter(retention_blocks)),
+            {own: perplexity_from_nll(stats[0]["nll"], splits.eval_ids)}
+            | domain_perplexities(original, others, batch_size=batch),
+            {own: perplexity_from_nll(stats[1]["nll"], splits.eval_ids)}
+            | domain_perplexities(hyperfitted, others, batch_size=batch),
+            trained_on=own,
         )
     if not cfg.eval.strategy_names():
         return {"retention": retention}
-    evals = [r for r in run.metrics() if r.get("kind") == "eval"]
     # The greedy continuations of the first and last evaluation were decoded by exactly these models: reuse them.
     precomputed = {
         (name, "greedy"): [
@@ -408,7 +438,6 @@ def compare_original(
             blocker_include_prompt=cfg.eval.blocker_include_prompt,
             precomputed=precomputed,
         )
-        stats = [collect_token_stats(m, splits.eval_ids, batch_size=batch) for m in (original, hyperfitted)]
     del original
     sharpness = compare_sharpness(*stats)
     strata = prompt_strata(splits)

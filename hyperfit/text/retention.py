@@ -65,7 +65,13 @@ def domain_blocks(
 def block_perplexity(model, blocks: torch.Tensor, *, batch_size: int = 16) -> dict:
     """Teacher-forced ``loss`` (mean NLL, nats) and ``perplexity`` over every predicted token of ``blocks[n, t]``,
     with ``perplexity_ci`` (bootstrap over blocks) and the per-block mean NLL ``block_loss`` (for paired tests)."""
-    nll = collect_token_stats(model, blocks, batch_size=batch_size)["nll"].double().view(blocks.size(0), -1)
+    return perplexity_from_nll(collect_token_stats(model, blocks, batch_size=batch_size)["nll"], blocks)
+
+
+def perplexity_from_nll(nll: torch.Tensor, blocks: torch.Tensor) -> dict:
+    """:func:`block_perplexity` from the per-position NLL already collected on ``blocks[n, t]`` (flattened in
+    block order, as :func:`collect_token_stats` gives it)."""
+    nll = nll.double().view(blocks.size(0), -1)
     per_block = nll.mean(-1).tolist()
     loss = float(nll.mean())
     tokens = [nll.size(1)] * nll.size(0)
