@@ -68,10 +68,10 @@ def test_size_epochs_hold_the_updates_fixed():
 def test_presets_are_cpu_scale_by_default_and_paper_scale_on_request():
     cfg = parse_recipe_config(ExperimentRecipeConfig, ["--preset", "cpu"], presets=PRESETS)
     assert (cfg.data.n_train, cfg.data.block_len, cfg.eval.max_new_tokens, cfg.exp.updates) == (
-        32,
+        16,
         64,
-        64,
-        80,
+        96,
+        48,
     )
     cfg = parse_recipe_config(
         ExperimentRecipeConfig, ["--preset", "paper", "--sizes", "8,2000"], presets=PRESETS
