@@ -59,7 +59,7 @@ def test_one_seed_keeps_the_single_run_layout(tiny_model_dir, news_file, tmp_pat
     assert read_json(out / "config.json")["seed"] == 3
 
 
-@pytest.mark.parametrize("command", ["fit-text", "fit-image", "experiment data-size"])
+@pytest.mark.parametrize("command", ["fit-text", "fit-image", "pretrain-image", "experiment data-size"])
 @pytest.mark.parametrize(
     ("seeds", "words"),
     [("0,1,0", "names seed 0 more than once"), ("0,x", "item 'x' is not an integer")],

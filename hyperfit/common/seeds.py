@@ -145,9 +145,18 @@ def spread(per_seed: dict[int, Headline]) -> dict[str, dict[str, dict]]:
     }
 
 
+def seed_page(out: str | Path, seed_run: str) -> str:
+    """The link to one seed's run: its report, or its summary where the command writes no report (a prior)."""
+    return (
+        f"{seed_run}/report.html"
+        if (Path(out) / seed_run / "report.html").exists()
+        else f"{seed_run}/summary.json"
+    )
+
+
 def seeds_report(out: str | Path, summary: dict) -> Report:
     """One table per group: each figure's mean ± sd over seeds, its range and every seed's value; links to the
-    seed runs' own reports."""
+    seed runs' own reports (or summaries)."""
     seeds = [str(s) for s in summary["seeds"]]
     tables = []
     for group, figures in summary["mean_sd"].items():
@@ -164,7 +173,7 @@ def seeds_report(out: str | Path, summary: dict) -> Report:
         if rows:
             columns = ["figure", "mean ± sd", "min", "max", *(f"seed {seed}" for seed in seeds)]
             tables.append(Table(columns, rows, caption=group))
-    links = "\n".join(f"- [seed {s}]({summary['seed_runs'][s]}/report.html)" for s in seeds)
+    links = "\n".join(f"- [seed {s}]({seed_page(out, summary['seed_runs'][s])})" for s in seeds)
     n = len(seeds)
     sections = [
         Section(
