@@ -374,6 +374,16 @@ def test_fit_image_main_writes_a_self_describing_run(prior, tmp_path) -> None:
     assert read_json(out / "summary.json") == summary
 
 
+def test_compare_shows_an_image_seeds_directory_as_mean_and_sd(prior, tmp_path) -> None:
+    out = tmp_path / "seeds"
+    assert fit(prior, out, "--seeds", "0,1", "--epochs", "1") == 0
+    stripes = [read_json(out / f"seed_{s}/summary.json")["after"]["stripe_score"] for s in (0, 1)]
+    page = write_comparison([out], tmp_path / "cmp").read_text()
+    mean, sd = sum(stripes) / 2, abs(stripes[0] - stripes[1]) / 2**0.5
+    assert "image (2 seeds) after" in page and f"{mean:.3f} ± {sd:.3f}" in page
+    assert "seeds/seed_0/grid.png" in page and "image (2 seeds), seed 0" in page
+
+
 def test_a_vqvae_prior_end_to_end(tmp_path) -> None:
     prior = tmp_path / "vq-prior"
     vq = ["--tokenizer", "vqvae", "--vocab", "16", "--vq_epochs", "1", "--out", str(prior)]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hyperfit.common.report import Cell, Report, Section, Table, Text, write_report_files
-from hyperfit.common.runs import HyperfitError, Run, write_json
+from hyperfit.common.runs import FINISHED_MARKER, STARTED_MARKER, HyperfitError, Run, read_json, write_json
 from hyperfit.common.stats import mean_sd
 
 Headline = dict[str, dict[str, float]]
@@ -130,6 +130,31 @@ def run_seeds(
     write_json(run.file("summary.json"), summary)  # written last: its presence marks the seeds finished
     print(f"{len(seeds)} seeds: report {Path(out) / 'report.html'}")
     return summary
+
+
+def is_seeds_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a run made with ``--seeds``, finished (its summary says so) or not (its
+    ``config.json`` records ``<command> --seeds``)."""
+    path = Path(path)
+    if (path / FINISHED_MARKER).exists():
+        return read_json(path / FINISHED_MARKER).get("kind") == SEEDS_KIND
+    if (path / STARTED_MARKER).exists():
+        return str(read_json(path / STARTED_MARKER).get("command", "")).endswith(" --seeds")
+    return False
+
+
+def seeds_of(path: str | Path) -> list[int]:
+    """The seeds a ``--seeds`` directory was asked for, from its summary or, before it finished, its config."""
+    path = Path(path)
+    if (path / FINISHED_MARKER).exists():
+        return [int(s) for s in read_json(path / FINISHED_MARKER)["seeds"]]
+    return parse_seeds(str(read_json(path / STARTED_MARKER).get("seeds", "")))
+
+
+def finished_seed_runs(path: str | Path) -> dict[int, Path]:
+    """``{seed: OUT/seed_<s>}`` for the seeds of the ``--seeds`` directory ``path`` whose runs have finished, in
+    ``--seeds`` order (an interrupted directory gives the seeds done so far)."""
+    return {s: seed_dir(path, s) for s in seeds_of(path) if (seed_dir(path, s) / FINISHED_MARKER).exists()}
 
 
 def spread(per_seed: dict[int, Headline]) -> dict[str, dict[str, dict]]:
