@@ -164,7 +164,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hyperfit compare",
         description="Finished runs side by side (e.g. the text and the image demo): one table of sharpness and "
-        "repetition before and after hyperfitting, two charts, and each image run's grid.",
+        "repetition before and after hyperfitting, two charts, and each image run's grid; a run made with --seeds "
+        "shows each figure as mean ± sd over its seeds.",
     )
     parser.add_argument(
         "runs",
