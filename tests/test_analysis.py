@@ -30,6 +30,7 @@ from hyperfit.common.analysis import (
     token_stats,
     top1_agreement,
     top1_agreement_ids,
+    top1_agreement_matrix,
     ttr,
 )
 
@@ -412,6 +413,33 @@ def test_top1_agreement():
     assert top1_agreement_ids(a, b, mask=torch.tensor([[True, False, True, False]])) == 1.0
     with pytest.raises(ValueError, match="shapes differ"):
         top1_agreement_ids(a, b[:, :3])
+
+
+def test_agreement_matrix_intervals_resample_blocks_not_positions():
+    """Known cases: 40 blocks of 10 positions. "half" agrees with "a" on every position of blocks 0-19 and on
+    none of blocks 20-39: the mean of 20 ones and 20 zeros, whose 95 % interval is 0.5 ± 1.96 · sqrt(0.25 / 40) =
+    [0.345, 0.655] (normal approximation). "seven" agrees on 7 of the 10 positions of every block: every block
+    says 0.7, so an interval over blocks is exactly [0.7, 0.7] (one over positions would not be)."""
+    n_blocks, per_block = 40, 10
+    a = torch.arange(n_blocks * per_block).view(n_blocks, per_block)
+    half = a.clone()
+    half[20:] += 1000
+    seven = a.clone()
+    seven[:, 7:] += 1000
+    result = top1_agreement_matrix({"a": a, "half": half, "seven": seven.reshape(-1)}, n_blocks=n_blocks)
+    agreement, ci = result["agreement"], result["agreement_ci"]
+    assert list(agreement) == ["a", "half", "seven"] and list(agreement["half"]) == ["a", "half", "seven"]
+    assert agreement["a"]["half"] == agreement["half"]["a"] == 0.5
+    low, high = ci["a"]["half"]
+    assert low == pytest.approx(0.345, abs=0.03) and high == pytest.approx(0.655, abs=0.03)
+    assert ci["half"]["a"] == ci["a"]["half"]
+    assert agreement["a"]["seven"] == pytest.approx(0.7) and ci["a"]["seven"] == pytest.approx([0.7, 0.7])
+    for name in agreement:
+        assert agreement[name][name] == 1.0 and ci[name][name] == [1.0, 1.0]
+    # "half" and "seven" agree on 7 positions of each of blocks 0-19 and on 3 of each of blocks 20-39: blocks of
+    # 0.7 and 0.3, sd 0.2, so 0.5 ± 1.96 · 0.2 / sqrt(40).
+    assert agreement["half"]["seven"] == pytest.approx(0.5)
+    assert ci["half"]["seven"] == pytest.approx([0.5 - 0.062, 0.5 + 0.062], abs=0.015)
 
 
 def test_rank_shift():

@@ -177,7 +177,7 @@ def test_report_and_compare_refuse_an_unfinished_directory_before_writing(tmp_pa
     assert hyperfit(["report", str(tmp_path / "half")]) == 2
     assert "half is not a finished run directory (no summary.json)" in capsys.readouterr().err
     assert hyperfit(["compare", str(tmp_path / "half"), "--out", str(tmp_path / "cmp")]) == 2
-    assert "half is not a finished run directory" in capsys.readouterr().err
+    assert "half is neither a finished run (no summary.json) nor a --seeds" in capsys.readouterr().err
     assert not (tmp_path / "cmp").exists() and list((tmp_path / "half").iterdir()) == []
 
 

@@ -134,6 +134,22 @@ def test_data_order_agreement_matrix(tiny_model_dir, news_file, tmp_path):
         assert matrix[a][a] == 1.0
         for b in names:
             assert matrix[a][b] == matrix[b][a] and 0 <= matrix[a][b] <= 1
+    # Every cell carries its 95 % interval over the held-out blocks, in summary.json and in the report's matrix.
+    intervals = summary["agreement_ci"]
+    for a in names:
+        assert intervals[a][a] == [1.0, 1.0]
+        for b in names:
+            low, high = intervals[a][b]
+            assert intervals[b][a] == [low, high] and low <= matrix[a][b] <= high
+    assert (
+        rows_by(summary, "variant")["seed1"]["agreement_with_original_ci"] == intervals["seed1"]["original"]
+    )
+    page = (out / "report.md").read_text().split("Pairwise top-1 agreement on the held-out blocks")[1]
+    matrix_rows = [line for line in page.splitlines() if line.startswith("| seed1 |")]
+    low, high = intervals["seed1"]["seed0"]
+    assert (
+        len(matrix_rows) == 1 and f"{matrix['seed1']['seed0']:.3f} [{low:.3f}, {high:.3f}]" in matrix_rows[0]
+    )
     assert summary["mean_pairwise_disagreement"] == pytest.approx(1 - matrix["seed0"]["seed1"])
     # On a CPU the same order trained twice gives the same model: disagreement comes from the order alone.
     assert summary["repeat_agreement"] == 1.0

@@ -244,6 +244,57 @@ def test_pretraining_is_cached_and_reused(prior, capsys) -> None:
     assert (prior / "summary.json").stat().st_mtime_ns == before
 
 
+def test_pretraining_over_two_seeds_gives_a_prior_each_and_their_mean_and_sd(tmp_path, capsys) -> None:
+    out = tmp_path / "priors"
+    small = [*PRETRAIN, "--per_image", "60", "--n_pretrain_eval", "4"]  # two priors: half the patches each
+    assert hyperfit([*small, "--seeds", "0,1", "--out", str(out)]) == 0
+    runs = {s: read_json(out / f"seed_{s}/summary.json") for s in (0, 1)}
+    for s in (0, 1):
+        assert read_json(out / f"seed_{s}/config.json")["seed"] == s
+        # Each seed's prior is a prior like any other (fit-image --prior OUT/seed_<s>).
+        _, tokenizer, _ = load_prior(str(out / f"seed_{s}"))
+        assert tokenizer.vocab_size == 8
+    # The seed changes the prior's initialisation and the patch order, not the patches or their tokenizer.
+    manifests = [read_json(out / f"seed_{s}/manifest.json") for s in (0, 1)]
+    assert manifests[0]["codes_sha256"] == manifests[1]["codes_sha256"]
+    assert runs[0]["after"]["loss"] != runs[1]["after"]["loss"]
+    summary = read_json(out / "summary.json")
+    assert summary["kind"] == "seeds" and summary["command"] == "pretrain-image"
+    for side in ("before", "after"):
+        for name in ("loss", "entropy", "stripe_score", "longest_run"):
+            values = [runs[s][side][name] for s in (0, 1)]
+            assert summary["mean_sd"][side][name]["mean"] == pytest.approx(sum(values) / 2)
+            assert summary["mean_sd"][side][name]["sd"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+            assert summary["per_seed"]["1"][side][name] == values[1]
+    losses = [runs[s]["train"]["final_train_loss"] for s in (0, 1)]
+    assert summary["mean_sd"]["train"]["final_train_loss"]["mean"] == pytest.approx(sum(losses) / 2)
+    page = (out / "report.md").read_text()
+    assert "Mean ± sd over 2 seeds" in page and "(seed_1/summary.json)" in page  # a prior has no report
+    # Asked again with the same settings, the priors are reused; with other seeds, refused in one sentence.
+    before = (out / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert hyperfit([*small, "--seeds", "0,1", "--out", str(out)]) == 0
+    assert "reusing the 2 pretrained priors" in capsys.readouterr().out
+    assert (out / "summary.json").stat().st_mtime_ns == before
+    assert hyperfit([*small, "--seeds", "0,2", "--out", str(out)]) == 2
+    assert "holds a finished prior built with other settings (seeds); pass --overwrite" in last_error(capsys)
+    assert hyperfit([*small, "--out", str(out)]) == 2  # a plain prior is not a set of seeds
+    assert "other settings (seeds)" in last_error(capsys)
+
+
+def test_a_prior_cached_before_seeds_existed_is_still_reused(prior, tmp_path, capsys) -> None:
+    """A config.json written before --seeds existed has no "seeds": it was built without it (the cached
+    runs/cache/image-prior of an earlier `make demo`)."""
+    old = tmp_path / "old-prior"
+    shutil.copytree(prior, old)
+    config = read_json(old / "config.json")
+    del config["seeds"]
+    write_json(old / "config.json", config)
+    capsys.readouterr()
+    assert hyperfit([*PRETRAIN, "--out", str(old)]) == 0
+    assert "reusing the pretrained prior" in capsys.readouterr().out
+
+
 def test_fit_image_main_writes_a_self_describing_run(prior, tmp_path) -> None:
     out = tmp_path / "fit"
     assert fit(prior, out) == 0
@@ -321,6 +372,16 @@ def test_fit_image_main_writes_a_self_describing_run(prior, tmp_path) -> None:
     # A finished run is never overwritten without being asked; --resume only re-reports it.
     assert fit(prior, out, "--resume") == 0
     assert read_json(out / "summary.json") == summary
+
+
+def test_compare_shows_an_image_seeds_directory_as_mean_and_sd(prior, tmp_path) -> None:
+    out = tmp_path / "seeds"
+    assert fit(prior, out, "--seeds", "0,1", "--epochs", "1") == 0
+    stripes = [read_json(out / f"seed_{s}/summary.json")["after"]["stripe_score"] for s in (0, 1)]
+    page = write_comparison([out], tmp_path / "cmp").read_text()
+    mean, sd = sum(stripes) / 2, abs(stripes[0] - stripes[1]) / 2**0.5
+    assert "image (2 seeds) after" in page and f"{mean:.3f} ± {sd:.3f}" in page
+    assert "seeds/seed_0/grid.png" in page and "image (2 seeds), seed 0" in page
 
 
 def test_a_vqvae_prior_end_to_end(tmp_path) -> None:

@@ -3,6 +3,8 @@ the report; one seed keeps the single-run layout; duplicate or non-integer seeds
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from hyperfit.cli import main as hyperfit
@@ -52,6 +54,54 @@ def test_fit_text_over_two_seeds_writes_each_run_and_their_mean_and_sd(
     assert "holds a run of `hyperfit fit-text --seeds`, not `hyperfit fit-text`" in capsys.readouterr().err
 
 
+def test_compare_shows_a_seeds_directory_as_mean_and_sd_beside_a_single_run(
+    tiny_model_dir, news_file, tmp_path, capsys
+):
+    seeds = tmp_path / "seeds"
+    quick = ("--epochs", "1", "--save_model", "false")
+    assert fit(tiny_model_dir, news_file, seeds, "--seeds", "0,1", *quick) == 0
+    single = seeds / "seed_0"  # one seed's run is a finished run like any other
+    runs = [read_json(seeds / f"seed_{s}/summary.json") for s in (0, 1)]
+    assert hyperfit(["compare", str(seeds), str(single), "--out", str(tmp_path / "cmp")]) == 0
+    page = (tmp_path / "cmp/comparison.md").read_text()
+    header = next(line for line in page.splitlines() if line.startswith("| metric |"))
+    assert "text (2 seeds) after" in header and "| text after |" in header
+    ttr = [r["after"]["ttr"] for r in runs]
+    mean, sd = sum(ttr) / 2, abs(ttr[0] - ttr[1]) / 2**0.5
+    ttr_row = next(line for line in page.splitlines() if line.startswith("| greedy TTR"))
+    cells = [cell.strip() for cell in ttr_row.strip("|").split("|")]
+    low, high = runs[0]["after"]["ttr_ci"]
+    assert f"{mean:.3f} ± {sd:.3f}" in cells  # the seeds: mean ± sd
+    assert f"{ttr[0]:.3f} [{low:.3f}, {high:.3f}]" in cells  # the single run keeps its interval
+    # Seed by seed, each value with the interval its own run recorded.
+    detail = page.split("seed by seed")[1]
+    low1, high1 = runs[1]["after"]["ttr_ci"]
+    assert f"{ttr[1]:.3f} [{low1:.3f}, {high1:.3f}]" in detail
+    shown = read_json(tmp_path / "cmp/comparison.json")["runs"]
+    assert shown["text (2 seeds)"]["per_seed"]["1"]["after"]["ttr"] == ttr[1]
+    assert shown["text (2 seeds)"]["mean_sd"]["after"]["ttr"]["sd"] == pytest.approx(sd)
+    assert shown["text"]["after"]["ttr_ci"] == [low, high]
+
+    # Interrupted after its first seed: that seed alone, and the report says one is unfinished.
+    partial = tmp_path / "partial"
+    shutil.copytree(seeds, partial)
+    (partial / "summary.json").unlink()
+    (partial / "seed_1/summary.json").unlink()
+    assert hyperfit(["compare", str(partial), "--out", str(tmp_path / "cmp2")]) == 0
+    assert "text (1 seed, 1 unfinished) after" in (tmp_path / "cmp2/comparison.md").read_text()
+
+    # No finished seed, or a directory that is no run at all: one sentence naming it, nothing written.
+    (partial / "seed_0/summary.json").unlink()
+    capsys.readouterr()
+    assert hyperfit(["compare", str(single), str(partial), "--out", str(tmp_path / "cmp3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{partial} is a --seeds directory in which no seed's run has finished" in err[0]
+    assert "--resume" in err[0] and not (tmp_path / "cmp3").exists()
+    assert hyperfit(["compare", str(tmp_path), "--out", str(tmp_path / "cmp3")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tmp_path} is neither a finished run (no summary.json) nor a --seeds" in err[0]
+
+
 def test_one_seed_keeps_the_single_run_layout(tiny_model_dir, news_file, tmp_path):
     out = tmp_path / "one"
     assert fit(tiny_model_dir, news_file, out, "--seeds", "3", "--epochs", "1", "--save_model", "false") == 0
@@ -59,7 +109,7 @@ def test_one_seed_keeps_the_single_run_layout(tiny_model_dir, news_file, tmp_pat
     assert read_json(out / "config.json")["seed"] == 3
 
 
-@pytest.mark.parametrize("command", ["fit-text", "fit-image", "experiment data-size"])
+@pytest.mark.parametrize("command", ["fit-text", "fit-image", "pretrain-image", "experiment data-size"])
 @pytest.mark.parametrize(
     ("seeds", "words"),
     [("0,1,0", "names seed 0 more than once"), ("0,x", "item 'x' is not an integer")],

@@ -16,6 +16,8 @@ from itertools import pairwise
 import numpy as np
 import torch
 
+from hyperfit.common.stats import mean_ci
+
 Tokens = Sequence[Hashable] | torch.Tensor | np.ndarray
 """One sequence: token ids (list of ints, 1-D LongTensor or array) or words (an already split list of str)."""
 
@@ -680,6 +682,34 @@ def top1_agreement_ids(
     if same.numel() == 0:
         raise ValueError("No position to compare: the inputs are empty or fully masked.")
     return float(same.double().mean())
+
+
+def top1_agreement_matrix(
+    argmax: dict[str, torch.Tensor], *, n_blocks: int, seed: int = 0
+) -> dict[str, dict[str, dict]]:
+    """Pairwise top-1 agreement (:func:`top1_agreement_ids`) of every two models over the same held-out
+    positions, each with a 95 % bootstrap interval over the held-out blocks (``stats.mean_ci`` of the per-block
+    agreements: positions within a block are not independent draws, blocks are).
+
+    ``argmax[name]`` holds one model's argmax id at the positions of ``n_blocks`` equal-length blocks, block by
+    block (any shape, read flattened). Returns ``{"agreement": {a: {b: share}}, "agreement_ci": {a: {b: [low,
+    high]}}}``, symmetric, in the order of ``argmax``; a model with itself is 1 with [1, 1]."""
+    names = list(argmax)
+    argmax = {name: ids.reshape(-1) for name, ids in argmax.items()}
+    agreement: dict[str, dict[str, float]] = {a: {} for a in names}
+    intervals: dict[str, dict[str, list[float]]] = {a: {} for a in names}
+    for i, a in enumerate(names):
+        for b in names[i:]:
+            share = top1_agreement_ids(argmax[a], argmax[b])
+            same = (argmax[a] == argmax[b].to(argmax[a].device)).reshape(n_blocks, -1)
+            interval = list(mean_ci(same.double().mean(1).cpu().numpy(), seed=seed))
+            agreement[a][b] = agreement[b][a] = share
+            intervals[a][b] = intervals[b][a] = interval
+    # Rows in the order of ``argmax``, whatever order the pairs were filled in.
+    return {
+        "agreement": {a: {b: agreement[a][b] for b in names} for a in names},
+        "agreement_ci": {a: {b: intervals[a][b] for b in names} for a in names},
+    }
 
 
 def top1_agreement(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hyperfit.common.report import Cell, Report, Section, Table, Text, write_report_files
-from hyperfit.common.runs import HyperfitError, Run, write_json
+from hyperfit.common.runs import FINISHED_MARKER, STARTED_MARKER, HyperfitError, Run, read_json, write_json
 from hyperfit.common.stats import mean_sd
 
 Headline = dict[str, dict[str, float]]
@@ -132,6 +132,31 @@ def run_seeds(
     return summary
 
 
+def is_seeds_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds a run made with ``--seeds``, finished (its summary says so) or not (its
+    ``config.json`` records ``<command> --seeds``)."""
+    path = Path(path)
+    if (path / FINISHED_MARKER).exists():
+        return read_json(path / FINISHED_MARKER).get("kind") == SEEDS_KIND
+    if (path / STARTED_MARKER).exists():
+        return str(read_json(path / STARTED_MARKER).get("command", "")).endswith(" --seeds")
+    return False
+
+
+def seeds_of(path: str | Path) -> list[int]:
+    """The seeds a ``--seeds`` directory was asked for, from its summary or, before it finished, its config."""
+    path = Path(path)
+    if (path / FINISHED_MARKER).exists():
+        return [int(s) for s in read_json(path / FINISHED_MARKER)["seeds"]]
+    return parse_seeds(str(read_json(path / STARTED_MARKER).get("seeds", "")))
+
+
+def finished_seed_runs(path: str | Path) -> dict[int, Path]:
+    """``{seed: OUT/seed_<s>}`` for the seeds of the ``--seeds`` directory ``path`` whose runs have finished, in
+    ``--seeds`` order (an interrupted directory gives the seeds done so far)."""
+    return {s: seed_dir(path, s) for s in seeds_of(path) if (seed_dir(path, s) / FINISHED_MARKER).exists()}
+
+
 def spread(per_seed: dict[int, Headline]) -> dict[str, dict[str, dict]]:
     """``{group: {figure: mean_sd}}`` over seeds, for every figure that every seed reports, in first-seed order."""
     first = next(iter(per_seed.values()))
@@ -145,9 +170,18 @@ def spread(per_seed: dict[int, Headline]) -> dict[str, dict[str, dict]]:
     }
 
 
+def seed_page(out: str | Path, seed_run: str) -> str:
+    """The link to one seed's run: its report, or its summary where the command writes no report (a prior)."""
+    return (
+        f"{seed_run}/report.html"
+        if (Path(out) / seed_run / "report.html").exists()
+        else f"{seed_run}/summary.json"
+    )
+
+
 def seeds_report(out: str | Path, summary: dict) -> Report:
     """One table per group: each figure's mean ± sd over seeds, its range and every seed's value; links to the
-    seed runs' own reports."""
+    seed runs' own reports (or summaries)."""
     seeds = [str(s) for s in summary["seeds"]]
     tables = []
     for group, figures in summary["mean_sd"].items():
@@ -164,7 +198,7 @@ def seeds_report(out: str | Path, summary: dict) -> Report:
         if rows:
             columns = ["figure", "mean ± sd", "min", "max", *(f"seed {seed}" for seed in seeds)]
             tables.append(Table(columns, rows, caption=group))
-    links = "\n".join(f"- [seed {s}]({summary['seed_runs'][s]}/report.html)" for s in seeds)
+    links = "\n".join(f"- [seed {s}]({seed_page(out, summary['seed_runs'][s])})" for s in seeds)
     n = len(seeds)
     sections = [
         Section(

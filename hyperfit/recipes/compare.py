@@ -1,7 +1,9 @@
 """``hyperfit compare RUN_DIR... --out DIR``: finished runs side by side, e.g. the text and the image demo.
 
 One table of sharpness and repetition before and after hyperfitting (paper Tables 1-3 and §7.1 in one place), two
-charts of it, and each image run's completion grid. Writes ``DIR/comparison.md`` and ``DIR/comparison.html``.
+charts of it, and each image run's completion grid. A run repeated over ``--seeds`` (its ``--out``) counts as one
+run: each figure as its mean ± sd over the seeds that finished, and a table of every seed's own values with their
+intervals. Writes ``DIR/comparison.md``, ``DIR/comparison.html`` and ``DIR/comparison.json`` (the figures shown).
 """
 
 from __future__ import annotations
@@ -11,58 +13,172 @@ import os
 import sys
 from pathlib import Path
 
-from hyperfit.common.report import Figure, Report, Section, write_report_files
-from hyperfit.common.report.sections import CROSS_RUN_ROWS, cross_run_plots, cross_run_table
-from hyperfit.common.runs import HyperfitError, read_json
+from hyperfit.common.report import Figure, Report, Section, Text, write_report_files
+from hyperfit.common.report.sections import CROSS_RUN_ROWS, cross_run_plots, cross_run_table, per_seed_table
+from hyperfit.common.runs import FINISHED_MARKER, HyperfitError, read_json, write_json
+from hyperfit.common.seeds import finished_seed_runs, is_seeds_dir, numbers, seeds_of, spread
 from hyperfit.image.report import CROSS_RUN_IMAGE_ROWS
-from hyperfit.recipes.report import refuse_unfinished
 
 ROWS = (*CROSS_RUN_ROWS, *CROSS_RUN_IMAGE_ROWS)
 SHARE_KEYS = ("ttr", "top1_prob", "rep_4", "loop_share", "stripe_score")
+FIGURES = tuple(key for key, _, _ in ROWS)
+SEEDS_NOTE = (
+    'A run repeated over seeds ("N seeds") shows each figure as its mean ± sample sd over the seeds whose runs '
+    "finished (the charts: the means); each seed's own values, with their 95 % intervals, follow below. A single "
+    "run shows each value with its 95 % bootstrap interval over its held-out prompts or images."
+)
+
+
+def seed_figures(summary: dict) -> dict[str, dict[str, float]]:
+    """What the comparison averages over seeds: the figures it shows before, after and after − before."""
+    changes = summary.get("differences", {}).get("after_minus_before", {})
+    return {
+        "before": numbers(summary.get("before", {}), FIGURES),
+        "after": numbers(summary.get("after", {}), FIGURES),
+        "after_minus_before": {k: d["diff"] for k, d in changes.items() if k in FIGURES},
+    }
+
+
+def read_compared(run_dir: Path) -> dict:
+    """One compared directory: a finished run's summary as it is, or for a ``--seeds`` directory a summary of
+    the seeds that finished (``mean_sd`` and ``per_seed`` of :func:`seed_figures`, the means as
+    ``before``/``after`` for the charts, and each seed's own summary under ``seed_summaries``)."""
+    if is_seeds_dir(run_dir):
+        runs = finished_seed_runs(run_dir)
+        if not runs:
+            raise HyperfitError(
+                f"{run_dir} is a --seeds directory in which no seed's run has finished (no seed_<s>/summary.json); "
+                "finish it by rerunning its command with --resume, or pass a finished run."
+            )
+        summaries = {seed: read_json(path / FINISHED_MARKER) for seed, path in runs.items()}
+        per_seed = {seed: seed_figures(summary) for seed, summary in summaries.items()}
+        mean_sd = spread(per_seed)
+        first = next(iter(summaries.values()))
+        return {
+            "kind": "seeds",
+            "modality": first.get("modality"),
+            "seeds": list(runs),
+            "missing_seeds": [s for s in seeds_of(run_dir) if s not in runs],
+            "mean_sd": mean_sd,
+            "per_seed": {str(seed): figures for seed, figures in per_seed.items()},
+            **{
+                side: {k: v["mean"] for k, v in mean_sd.get(side, {}).items()} for side in ("before", "after")
+            },
+            "grid": f"{runs[next(iter(runs))].name}/{first['grid']}" if first.get("grid") else None,
+            "seed_summaries": summaries,
+        }
+    if not (run_dir / FINISHED_MARKER).exists():
+        raise HyperfitError(
+            f"{run_dir} is neither a finished run (no summary.json) nor a --seeds directory; pass the --out of a "
+            "finished fit-text or fit-image run, with or without --seeds."
+        )
+    return read_json(run_dir / FINISHED_MARKER)
+
+
+def read_all(run_dirs: list[str | Path]) -> dict[str, tuple[Path, dict]]:
+    """Every compared directory by name: its modality, "(N seeds)" for a seeds directory, and the directory's
+    name when two would share one."""
+    compared: dict[str, tuple[Path, dict]] = {}
+    for run_dir in map(Path, run_dirs):
+        summary = read_compared(run_dir)
+        name = summary.get("modality") or run_dir.name
+        if summary.get("kind") == "seeds":
+            n = len(summary["seeds"])
+            missing = f", {len(summary['missing_seeds'])} unfinished" if summary["missing_seeds"] else ""
+            name = f"{name} ({n} seed{'s' if n != 1 else ''}{missing})"
+        name = name if name not in compared else f"{name} ({run_dir.name})"
+        compared[name] = (run_dir, summary)
+    return compared
 
 
 def comparison_report(run_dirs: list[str | Path], out_dir: str | Path) -> Report:
     """Runs are named by their modality (or ``modality (directory)`` when two share one)."""
-    out_dir = Path(out_dir)
-    summaries: dict[str, dict] = {}
-    grids = []
-    for run_dir in map(Path, run_dirs):
-        summary = read_json(run_dir / "summary.json")
-        name = summary.get("modality", run_dir.name)
-        name = name if name not in summaries else f"{name} ({run_dir.name})"
-        summaries[name] = summary
-        if summary.get("grid"):
-            grids.append(Figure(os.path.relpath(run_dir / summary["grid"], out_dir), caption=name))
-    sections = [
-        Section(
-            "Sharpness and repetition, before and after",
-            [cross_run_table(summaries, ROWS), *cross_run_plots(summaries, ROWS, share_keys=SHARE_KEYS)],
+    return _report(read_all(run_dirs), Path(out_dir))
+
+
+def _report(compared: dict[str, tuple[Path, dict]], out_dir: Path) -> Report:
+    summaries = {name: summary for name, (_, summary) in compared.items()}
+    grids = [
+        Figure(
+            os.path.relpath(run_dir / summary["grid"], out_dir),
+            caption=f"{name}, seed {summary['seeds'][0]}" if summary.get("kind") == "seeds" else name,
         )
+        for name, (run_dir, summary) in compared.items()
+        if summary.get("grid")
     ]
+    repeated = any(summary.get("kind") == "seeds" for summary in summaries.values())
+    blocks = [
+        cross_run_table(summaries, ROWS),
+        Text(SEEDS_NOTE) if repeated else None,
+        *cross_run_plots(summaries, ROWS, share_keys=SHARE_KEYS),
+    ]
+    sections = [Section("Sharpness and repetition, before and after", [b for b in blocks if b is not None])]
+    seed_tables = [
+        per_seed_table(name, summary["seed_summaries"], ROWS, summary["mean_sd"])
+        for name, summary in summaries.items()
+        if summary.get("kind") == "seeds"
+    ]
+    if any(seed_tables):
+        sections.append(Section("Runs repeated over seeds, seed by seed", [t for t in seed_tables if t]))
     if grids:
         sections.append(Section("Completions", grids))
     return Report("hyperfit: original vs hyperfitted, across modalities", sections)
 
 
+def comparison_json(compared: dict[str, tuple[Path, dict]]) -> dict:
+    """The figures the comparison shows, by run: a single run's values with their intervals and after − before;
+    a seeds directory's mean ± sd and per-seed values."""
+    runs = {}
+    for name, (run_dir, summary) in compared.items():
+        if summary.get("kind") == "seeds":
+            keep = ("seeds", "missing_seeds", "mean_sd", "per_seed")
+            runs[name] = {"path": str(run_dir), "kind": "seeds", **{k: summary[k] for k in keep}}
+            continue
+        shown = {f"{key}{end}" for key in FIGURES for end in ("", "_ci")}
+        runs[name] = {
+            "path": str(run_dir),
+            "kind": "run",
+            **{
+                side: {k: v for k, v in summary.get(side, {}).items() if k in shown}
+                for side in ("before", "after")
+            },
+            "after_minus_before": {
+                k: d
+                for k, d in summary.get("differences", {}).get("after_minus_before", {}).items()
+                if k in FIGURES
+            },
+        }
+    return {"runs": runs}
+
+
 def write_comparison(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
-    """Write ``comparison.md`` / ``comparison.html`` into ``out_dir``; return the HTML path."""
-    return write_report_files(comparison_report(run_dirs, out_dir), out_dir, stem="comparison")
+    """Write ``comparison.md`` / ``comparison.html`` / ``comparison.json`` into ``out_dir``; return the HTML
+    path. Every directory is read (and refused in one sentence if it is not a run) before anything is written."""
+    compared = read_all(run_dirs)
+    page = write_report_files(_report(compared, Path(out_dir)), out_dir, stem="comparison")
+    write_json(Path(out_dir) / "comparison.json", comparison_json(compared))
+    return page
 
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hyperfit compare",
         description="Finished runs side by side (e.g. the text and the image demo): one table of sharpness and "
-        "repetition before and after hyperfitting, two charts, and each image run's grid.",
+        "repetition before and after hyperfitting, two charts, and each image run's grid; a run made with --seeds "
+        "shows each figure as mean ± sd over its seeds.",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="Finished run directories.")
+    parser.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="Finished run directories; a run's --out made with --seeds shows mean ± sd over its seeds.",
+    )
     parser.add_argument("--out", required=True, help="Directory for comparison.md and comparison.html.")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit:  # argparse exits 0 for --help and 2 for bad arguments
         return int(exit.code or 0)
     try:
-        refuse_unfinished(args.runs)
         print(write_comparison(args.runs, args.out))
     except HyperfitError as err:
         print(f"error: {err}", file=sys.stderr)

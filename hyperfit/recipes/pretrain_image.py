@@ -3,6 +3,7 @@
 Reads top to bottom: config → Accelerator and seed → run directory (a finished one with the same settings is
 reused, never rebuilt) → photographs cut into patches → colour palette (or VQ-VAE) → codes → prior → the shared
 ``train()`` → save. ``hyperfit pretrain-image``, ``main(PretrainImageConfig)``; the defaults are sized for 2 CPU cores.
+``--seeds 0,1,2`` pretrains one prior per seed into ``OUT/seed_<s>/`` and gives their mean ± sd (``common.seeds``).
 
 Why scikit-image's photographs: the paper's CIFAR-10 needs a 170 MB download, and the offline default must
 install from PyPI alone. scikit-image's wheel ships 19 real photographs (faces, animals, coins, textures, text,
@@ -33,6 +34,7 @@ from accelerate.utils import set_seed
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.runs import HyperfitError, Run, load_saved_ids, read_json, sha256_ids, write_json
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import POOLS_FILE, SKIMAGE_PHOTOS, load_skimage_patches
 from hyperfit.image.metrics import longest_runs, stripe_score
@@ -116,6 +118,9 @@ class PretrainImageConfig:
     )
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "How to pretrain."})
     run: RunConfig = field(default_factory=RunConfig, metadata={"help": "The prior's directory."})
+    seeds: SeedsConfig = field(
+        default_factory=SeedsConfig, metadata={"help": "Pretrain one prior per training seed."}
+    )
 
 
 PRESETS = {
@@ -137,6 +142,14 @@ PRESETS = {
 DEFAULT_PRESET = "cpu"
 # Settings that do not change what is built: a finished prior is reused whatever they say.
 RUN_ONLY = ("out", "overwrite", "resume", "save_model", "allow_changes", "report_to")
+# Settings newer than some cached priors: a config.json without them was built with these values.
+ADDED_LATER = {"seeds": ""}
+# The figures each pretraining evaluation prints, averaged over --seeds.
+HEADLINE = ("loss", "perplexity", "entropy", "top1_prob", "target_top1", "stripe_score", "longest_run")
+SEED_CONTROLS = (
+    "Each seed is the run's --seed: the prior's random initialisation, the order of the patches in every epoch "
+    "and the dropout masks; the patches and the tokenizer come from --data_seed, the same for every seed."
+)
 
 
 def split_patches(data_cfg: PretrainDataConfig) -> tuple[dict[str, torch.Tensor], dict]:
@@ -197,7 +210,7 @@ def _reuse(path: Path, cfg: PretrainImageConfig) -> dict:
     """The summary of a finished prior built with the same settings; one sentence if the settings differ."""
     saved = read_json(path / "config.json")
     wanted = _settings(cfg)
-    differ = sorted(k for k, v in wanted.items() if saved.get(k) != v)
+    differ = sorted(k for k, v in wanted.items() if saved.get(k, ADDED_LATER.get(k)) != v)
     if differ:
         raise HyperfitError(
             f"{path} holds a finished prior built with other settings ({', '.join(differ)}); pass --overwrite "
@@ -206,15 +219,44 @@ def _reuse(path: Path, cfg: PretrainImageConfig) -> dict:
     return read_json(path / "summary.json")
 
 
+def seed_headline(summary: dict) -> dict[str, dict[str, float]]:
+    """What ``--seeds`` averages: the held-out figures of the first and the last evaluation, and the final
+    training loss."""
+    return {
+        "before": numbers(summary["before"], HEADLINE),
+        "after": numbers(summary["after"], HEADLINE),
+        "train": numbers(summary["train"], ("final_train_loss",)),
+    }
+
+
 def main(cfg: PretrainImageConfig) -> dict:
+    seeds = parse_seeds(cfg.seeds.seeds)
+    if len(seeds) == 1:
+        cfg = for_seed(cfg, seeds[0])
     prior_cfg, data_cfg, train_cfg, run_cfg = cfg.prior, cfg.data, cfg.train, cfg.run
     accelerator = build_accelerator(train_cfg)
     set_seed(train_cfg.seed)
     out = Path(run_cfg.out)
     if (out / "summary.json").exists() and not run_cfg.overwrite:
         summary = _reuse(out, cfg)
-        accelerator.print(f"reusing the pretrained prior in {out} (same settings; --overwrite rebuilds it)")
+        what = f"{len(seeds)} pretrained priors" if len(seeds) > 1 else "pretrained prior"
+        accelerator.print(f"reusing the {what} in {out} (same settings; --overwrite rebuilds it)")
         return summary
+    if len(seeds) > 1:
+        # One prior per seed in OUT/seed_<s>/, each a prior like any other (fit-image --prior OUT/seed_<s>).
+        return run_seeds(
+            seeds,
+            lambda seed, seed_out: main(for_seed(cfg, seed, seed_out)),
+            out=out,
+            headline=seed_headline,
+            command="pretrain-image",
+            config=config_dict(cfg),
+            seed_controls=SEED_CONTROLS,
+            overwrite=run_cfg.overwrite,
+            resume=run_cfg.resume,
+            writer=accelerator.is_main_process,
+            barrier=accelerator.wait_for_everyone,
+        )
     run = Run.open(
         out,
         overwrite=run_cfg.overwrite,

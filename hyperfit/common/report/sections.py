@@ -8,6 +8,7 @@ their own rows, columns, samples and figures.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from hyperfit.common.report.data import Cell, Plot, Section, Series, Table, Text
@@ -387,21 +388,43 @@ def sharpness_plots(summary: dict) -> list[Plot]:
     return plots
 
 
+def spread_cell(spread: dict | None, fmt: str = "{:.3f}", *, difference: bool = False) -> Cell | None:
+    """A figure's spread over seeds (``stats.mean_sd``) as one cell, "mean ± sd" (the mean signed for a
+    ``difference``); None when there is none."""
+    if not spread:
+        return None
+    sd = spread["sd"]
+    sd_text = fmt.format(sd) if isinstance(sd, int | float) and math.isfinite(sd) else "–"
+    mean_fmt = signed(fmt) if difference else fmt
+    return Cell(f"{mean_fmt.format(spread['mean'])} ± {sd_text}", fmt=fmt)
+
+
 def cross_run_table(summaries: dict[str, dict], rows: Sequence[MetricRow]) -> Table:
     """One column per run and side ("<name> before", "<name> after"), each value with its 95 % interval when
     recorded, and "<name> after − before" (paired over the run's held-out units, interval and p) for runs that
-    record it; one row per metric some run holds."""
+    record it; one row per metric some run holds.
+
+    A run repeated over seeds (a summary with ``mean_sd``: ``{"before" | "after" | "after_minus_before":
+    {figure: stats.mean_sd}}``) shows each figure as its mean ± sd over the seeds instead."""
+
+    def has_change(summary: dict) -> bool:
+        if "mean_sd" in summary:
+            return bool(summary["mean_sd"].get("after_minus_before"))
+        return bool(summary.get("differences", {}).get("after_minus_before"))
+
     sides = [(name, side) for name in summaries for side in ("before", "after", "after − before")]
-    sides = [
-        (name, side)
-        for name, side in sides
-        if side != "after − before" or summaries[name].get("differences", {}).get("after_minus_before")
-    ]
+    sides = [(name, side) for name, side in sides if side != "after − before" or has_change(summaries[name])]
     cells = []
     for key, label, fmt in rows:
         row, found = [label], False
         for name, side in sides:
             summary = summaries[name]
+            if "mean_sd" in summary:
+                group = "after_minus_before" if side == "after − before" else side
+                spread = summary["mean_sd"].get(group, {}).get(key)
+                found = found or (spread is not None and side != "after − before")
+                row.append(spread_cell(spread, fmt, difference=group == "after_minus_before"))
+                continue
             if side == "after − before":
                 d = summary["differences"]["after_minus_before"].get(key)
                 cell = difference_cell(d, fmt)
@@ -415,6 +438,48 @@ def cross_run_table(summaries: dict[str, dict], rows: Sequence[MetricRow]) -> Ta
         if found:
             cells.append(row)
     return Table(["metric", *(f"{name} {side}" for name, side in sides)], cells)
+
+
+def per_seed_table(
+    name: str, seed_summaries: dict[int, dict], rows: Sequence[MetricRow], mean_sd: dict
+) -> Table | None:
+    """One run repeated over seeds, seed by seed: a row per metric and side (before, after, after − before),
+    each seed's value with its own 95 % interval (or paired difference) as that seed's run recorded it, and the
+    mean ± sd over the seeds; None when no seed holds any of ``rows``."""
+    cells = []
+    for key, label, fmt in rows:
+        for side, group in (
+            ("before", "before"),
+            ("after", "after"),
+            ("after − before", "after_minus_before"),
+        ):
+            values = []
+            for summary in seed_summaries.values():
+                if group == "after_minus_before":
+                    d = summary.get("differences", {}).get("after_minus_before", {}).get(key)
+                    values.append(difference_cell(d, fmt))
+                else:
+                    record = summary.get(side, {})
+                    value = record.get(key)
+                    values.append(
+                        None if value is None else Cell(value, ci=recorded_interval(record, key), fmt=fmt)
+                    )
+            if any(v is not None for v in values):
+                spread = mean_sd.get(group, {}).get(key)
+                cells.append(
+                    [
+                        label,
+                        side,
+                        *values,
+                        spread_cell(spread, fmt, difference=side == "after − before"),
+                    ]
+                )
+    if not cells:
+        return None
+    columns = ["metric", "", *(f"seed {s}" for s in seed_summaries), "mean ± sd"]
+    return Table(
+        columns, cells, caption=f"{name}: each seed's run, with its 95 % intervals over held-out units"
+    )
 
 
 def cross_run_plots(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperfit.common.analysis import top1_agreement_ids
-from hyperfit.common.report import Plot, Section, Series, Table
+from hyperfit.common.analysis import top1_agreement_matrix
+from hyperfit.common.report import Cell, Plot, Section, Series, Table, Text
 from hyperfit.common.runs import HyperfitError, read_json
 from hyperfit.common.stats import mean_ci
 from hyperfit.common.train import epoch_order
@@ -80,7 +80,8 @@ def data_order(ctx: Context) -> Outcome:
         partial(top1_ids, blocks=blocks, batch_size=ctx.eval.eval_batch_size),
     )
     names = ["original", *variants]
-    matrix = {a: {b: top1_agreement_ids(argmax[a], argmax[b]) for b in names} for a in names}
+    agreements = top1_agreement_matrix({name: argmax[name] for name in names}, n_blocks=blocks.size(0))
+    matrix, intervals = agreements["agreement"], agreements["agreement_ci"]
     orders = [v for v in variants if not v.endswith(("_repeat", SHUFFLE_1))]
     pairs = [matrix[a][b] for a, b in itertools.combinations(orders, 2)]
     mean = sum(pairs) / len(pairs)
@@ -98,7 +99,7 @@ def data_order(ctx: Context) -> Outcome:
             "final_train_loss": summaries[variant]["train"]["final_train_loss"],
             **_metrics(summaries[variant]["after"]),
             "agreement_with_original": matrix[variant]["original"],
-            "agreement_with_original_ci": list(mean_ci(per_block(variant, "original"))),
+            "agreement_with_original_ci": intervals[variant]["original"],
             "mean_agreement_with_other_orders": (
                 sum(matrix[variant][o] for o in others) / len(others) if others else None
             ),
@@ -115,6 +116,7 @@ def data_order(ctx: Context) -> Outcome:
     }
     facts = {
         "agreement": matrix,
+        "agreement_ci": intervals,
         "mean_pairwise_agreement": mean,
         "mean_pairwise_disagreement": 1 - mean,
         "mean_pairwise_disagreement_ci": list(mean_ci(disagreement)),
@@ -140,7 +142,7 @@ def data_order(ctx: Context) -> Outcome:
         )
     if ctx.exp.shuffle_one:
         shuffled = f"{first}_{SHUFFLE_1}"
-        low, high = mean_ci(per_block(first, shuffled))
+        low, high = intervals[first][shuffled]
         facts.update(
             shuffle1_pair=list(swap),
             shuffle1_agreement=matrix[first][shuffled],
@@ -164,8 +166,9 @@ def shuffle_one_pair(n: int, *, seed: int, batch_size: int) -> tuple[int, int]:
 
 
 def data_order_report(summary: dict, out: Path, recorded: dict) -> list[Section]:
-    """One row per order, the agreement matrix, and each order's training loss per epoch."""
-    matrix = summary["agreement"]
+    """One row per order, the agreement matrix (each cell with its 95 % interval over held-out blocks when
+    recorded), and each order's training loss per epoch."""
+    matrix, intervals = summary["agreement"], summary.get("agreement_ci", {})
     names = list(matrix)
     losses = {}
     for row in summary["rows"]:
@@ -178,8 +181,26 @@ def data_order_report(summary: dict, out: Path, recorded: dict) -> list[Section]
         x_label="epoch",
         y_label="nats / token",
     )
-    agreement = Table(["", *names], [[a, *(matrix[a][b] for b in names)] for a in names])
+    agreement = Table(
+        ["", *names],
+        [[a, *(Cell(matrix[a][b], ci=_interval(intervals, a, b)) for b in names)] for a in names],
+    )
+    blocks = [agreement]
+    if intervals:
+        blocks.insert(
+            0,
+            Text(
+                "Share of held-out positions where two models' top-1 predictions agree; in brackets its 95 % "
+                "bootstrap interval over the held-out blocks (blocks resampled, positions kept together)."
+            ),
+        )
     return [
         Section("Hyperfitted models, one per data order", [metric_table(summary["rows"], COLUMNS), plot]),
-        Section("Pairwise top-1 agreement on the held-out blocks", [agreement]),
+        Section("Pairwise top-1 agreement on the held-out blocks", blocks),
     ]
+
+
+def _interval(intervals: dict, a: str, b: str) -> tuple[float, float] | None:
+    """The recorded interval of one matrix cell (runs from before the intervals have none)."""
+    ci = intervals.get(a, {}).get(b)
+    return (ci[0], ci[1]) if ci else None
