@@ -97,6 +97,7 @@ def test_paired_difference_reports_diff_interval_and_p():
 def test_mean_sd_and_degenerate_inputs():
     assert stats.mean_sd([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0, "n": 3, "min": 1.0, "max": 3.0}
     assert math.isnan(stats.mean_sd([1.0])["sd"])
+    assert stats.mean_sd([0.372] * 3)["sd"] == 0.0  # not the ~1e-17 that summing floats leaves
     assert all(math.isnan(v) for v in stats.mean_ci([1.0]))
     assert stats.sign_flip_p_value([0.0, 0.0]) == 1.0
 

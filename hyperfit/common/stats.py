@@ -345,7 +345,8 @@ def mean_sd(values: Sequence[float]) -> dict:
     x = np.asarray(values, dtype=float)
     return {
         "mean": float(x.mean()) if x.size else float("nan"),
-        "sd": float(x.std(ddof=1)) if x.size > 1 else float("nan"),
+        # equal values have sd 0 exactly (the float sum can leave ~1e-17, printed as a spread)
+        "sd": (0.0 if x.min() == x.max() else float(x.std(ddof=1))) if x.size > 1 else float("nan"),
         "n": int(x.size),
         "min": float(x.min()) if x.size else float("nan"),
         "max": float(x.max()) if x.size else float("nan"),
