@@ -76,7 +76,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "early-stop": Experiment(
         "Asked for in the paper's reviews: is near-zero training loss needed, or does any fine-tuning on the same "
-        "blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P.",
+        "blocks do the same? An early-stopped fine-tune against the full hyperfit, decoded with every --strategies entry.",
         early_stop,
         early_stop_report,
     ),
@@ -266,10 +266,10 @@ experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and on
   data-order  the same data in different orders, and Shuffle-1: top-1 agreement   (--orders, --shuffle_one)
   domain      train on each domain, evaluate on every domain                        (--domains)
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
-  early-stop  an early-stopped fine-tune vs the full hyperfit, greedy and Top-P     (--early_stop_epoch)
+  early-stop  an early-stopped fine-tune vs the full hyperfit                      (--early_stop_epoch)
   which-layers  full vs last block vs embeddings+head vs LoRA, equal updates   (--lora_layers, --lora_rank, --lora_lr)
 
---preset cpu (default) is sized for 2 CPU cores (7-12 minutes each there); --preset paper is the paper's scale.
+--preset cpu (default) is sized for 2 CPU cores (6-12 minutes each there); --preset paper is the paper's scale.
 --seeds 0,1,2 repeats the whole experiment per seed into DIR/seed_<s>/ and reports mean ± sd across seeds.
 `hyperfit experiment NAME --help` lists every option."""
 

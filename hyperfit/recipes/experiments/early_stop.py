@@ -1,5 +1,5 @@
 """early-stop, asked for in the paper's reviews: is near-zero training loss needed, or does any fine-tuning on the
-same blocks do the same? An early-stopped fine-tune against the full hyperfit, greedy and Top-P."""
+same blocks do the same? An early-stopped fine-tune against the full hyperfit, decoded with every --strategies entry."""
 
 from __future__ import annotations
 
