@@ -116,30 +116,18 @@ class ExperimentRecipeConfig:
 CONFIGS = config_parts(ExperimentRecipeConfig)
 
 PRESETS = {
-    # Sized for 2 CPU cores at the demo's scale (fit-text --preset cpu-demo: 16 Lee blocks of 64 tokens, batch 2,
-    # lr 1e-4, 6 epochs = 48 updates, 32 held-out prompts × 96 greedy tokens), so that 32 prompts give intervals
-    # narrow enough to read and every experiment finishes in minutes where bf16 is not native (measured wall
-    # times per experiment in the README). Held-out evaluations every 2 epochs give early-stop its candidates.
-    "cpu": dict(
-        model=DEFAULT_MODEL,
-        data="lee",
-        n_train=16,
-        block_len=64,
-        n_eval=32,
-        epochs=6,
-        batch_size=2,
-        lr=1e-4,
-        weight_decay=0.0,
-        optimizer="adam",
-        eval_every_epochs=2,
-        max_new_tokens=96,
-        eval_batch_size=32,
-        strategies="greedy",
-        sizes="8,16,32",
-        updates=48,
-        lrs="2.5e-5,1e-4",
-        epoch_grid="2,4,6",
-    ),
+    # fit-text's cpu-demo (16 Lee blocks of 64 tokens, batch 2, lr 1e-4, 6 epochs = 48 updates, 32 held-out
+    # prompts × 96 greedy tokens), so that 32 prompts give intervals narrow enough to read and every experiment
+    # finishes in minutes where bf16 is not native (measured wall times per experiment in the README). Held-out
+    # evaluations every 2 epochs give early-stop its candidates.
+    "cpu": {
+        **{k: v for k, v in fit_text.PRESETS["cpu-demo"].items() if k != "out"},
+        "eval_every_epochs": 2,
+        "sizes": "8,16,32",
+        "updates": 48,
+        "lrs": "2.5e-5,1e-4",
+        "epoch_grid": "2,4,6",
+    },
     # The paper's recipe on a GPU; pass --model and --data (and --domains) for the paper's model and corpora.
     "paper": {
         **{k: v for k, v in fit_text.PRESETS["paper"].items() if k != "out"},
