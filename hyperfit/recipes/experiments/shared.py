@@ -27,7 +27,7 @@ from hyperfit.common.seeds import SeedsConfig
 from hyperfit.recipes import fit_text
 from hyperfit.recipes.fit_text import FitTextConfig
 from hyperfit.text.data import TextDataConfig
-from hyperfit.text.model import DEFAULT_MODEL, ModelConfig, eos_ids, load_causal_lm
+from hyperfit.text.model import ModelConfig, eos_ids, load_causal_lm
 
 
 @dataclass
