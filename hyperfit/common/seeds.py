@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from hyperfit.common.config import config_dict
 from hyperfit.common.report import Cell, Report, Section, Table, Text, write_report_files
 from hyperfit.common.runs import FINISHED_MARKER, STARTED_MARKER, HyperfitError, Run, read_json, write_json
 from hyperfit.common.stats import mean_sd
@@ -130,6 +131,36 @@ def run_seeds(
     write_json(run.file("summary.json"), summary)  # written last: its presence marks the seeds finished
     print(f"{len(seeds)} seeds: report {Path(out) / 'report.html'}")
     return summary
+
+
+def run_recipe_seeds(
+    cfg,
+    seeds: list[int],
+    main: Callable,
+    *,
+    command: str,
+    headline: Callable[[dict], Headline],
+    seed_controls: str,
+    config: dict | None = None,
+    accelerator=None,
+) -> dict:
+    """:func:`run_seeds` for a recipe whose configuration has ``train``, ``run`` and ``seeds`` parts: each seed
+    is ``main(for_seed(cfg, seed, OUT/seed_<s>))``; OUT, ``--overwrite`` and ``--resume`` come from ``cfg.run``,
+    the recorded configuration from ``cfg`` unless ``config`` is given, and with an ``accelerator`` only its main
+    process writes."""
+    return run_seeds(
+        seeds,
+        lambda seed, out: main(for_seed(cfg, seed, out)),
+        out=cfg.run.out,
+        headline=headline,
+        command=command,
+        config=config_dict(cfg) if config is None else config,
+        seed_controls=seed_controls,
+        overwrite=cfg.run.overwrite,
+        resume=cfg.run.resume,
+        writer=True if accelerator is None else accelerator.is_main_process,
+        barrier=(lambda: None) if accelerator is None else accelerator.wait_for_everyone,
+    )
 
 
 def is_seeds_dir(path: str | Path) -> bool:

@@ -32,7 +32,7 @@ from hyperfit.common.runs import (
     read_jsonl,
     write_json,
 )
-from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_recipe_seeds
 from hyperfit.common.shard import every_rank_evaluates, save_full_model
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
@@ -193,18 +193,14 @@ def main(cfg: FitImageConfig) -> dict:
     accelerator = build_accelerator(cfg.train)
     set_seed(cfg.train.seed)
     if len(seeds) > 1:
-        return run_seeds(
+        return run_recipe_seeds(
+            cfg,
             seeds,
-            lambda seed, out: main(for_seed(cfg, seed, out)),
-            out=cfg.run.out,
-            headline=seed_headline,
+            main,
             command="fit-image",
-            config=config_dict(cfg),
+            headline=seed_headline,
             seed_controls=SEED_CONTROLS,
-            overwrite=cfg.run.overwrite,
-            resume=cfg.run.resume,
-            writer=accelerator.is_main_process,
-            barrier=accelerator.wait_for_everyone,
+            accelerator=accelerator,
         )
     prior = Path(cfg.model.prior)
     recorded = {

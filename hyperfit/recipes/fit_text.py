@@ -33,7 +33,7 @@ from hyperfit.common.evaluate import (
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, finished_summary, load_saved_ids, read_jsonl, write_json
-from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_recipe_seeds
 from hyperfit.common.shard import every_rank_evaluates, prepare_for_inference, save_full_model, sharding
 from hyperfit.common.tracking import start_tracking, stop_tracking
 from hyperfit.common.train import build_accelerator, train
@@ -151,18 +151,14 @@ def main(cfg: FitTextConfig) -> dict:
     check_source(cfg.data)  # every input is checked before the run directory is touched
     parse_eval_data(cfg.data.eval_data)
     if len(seeds) > 1:
-        return run_seeds(
+        return run_recipe_seeds(
+            cfg,
             seeds,
-            lambda seed, out: main(for_seed(cfg, seed, out)),
-            out=cfg.run.out,
-            headline=seed_headline,
+            main,
             command="fit-text",
-            config=config_dict(cfg),
+            headline=seed_headline,
             seed_controls=SEED_CONTROLS,
-            overwrite=cfg.run.overwrite,
-            resume=cfg.run.resume,
-            writer=accelerator.is_main_process,
-            barrier=accelerator.wait_for_everyone,
+            accelerator=accelerator,
         )
     recorded = {
         **config_dict(cfg),

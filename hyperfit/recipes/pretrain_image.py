@@ -34,7 +34,7 @@ from accelerate.utils import set_seed
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import teacher_forced_stats
 from hyperfit.common.runs import HyperfitError, Run, load_saved_ids, read_json, sha256_ids, write_json
-from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_seeds
+from hyperfit.common.seeds import SeedsConfig, for_seed, numbers, parse_seeds, run_recipe_seeds
 from hyperfit.common.train import build_accelerator, train
 from hyperfit.image.data import POOLS_FILE, SKIMAGE_PHOTOS, load_skimage_patches
 from hyperfit.image.metrics import longest_runs, stripe_score
@@ -244,18 +244,14 @@ def main(cfg: PretrainImageConfig) -> dict:
         return summary
     if len(seeds) > 1:
         # One prior per seed in OUT/seed_<s>/, each a prior like any other (fit-image --prior OUT/seed_<s>).
-        return run_seeds(
+        return run_recipe_seeds(
+            cfg,
             seeds,
-            lambda seed, seed_out: main(for_seed(cfg, seed, seed_out)),
-            out=out,
-            headline=seed_headline,
+            main,
             command="pretrain-image",
-            config=config_dict(cfg),
+            headline=seed_headline,
             seed_controls=SEED_CONTROLS,
-            overwrite=run_cfg.overwrite,
-            resume=run_cfg.resume,
-            writer=accelerator.is_main_process,
-            barrier=accelerator.wait_for_everyone,
+            accelerator=accelerator,
         )
     run = Run.open(
         out,

@@ -18,7 +18,7 @@ from hyperfit.common.runs import (
     undo_unstarted_runs,
     write_json,
 )
-from hyperfit.common.seeds import for_seed, numbers, parse_seeds, run_seeds
+from hyperfit.common.seeds import for_seed, numbers, parse_seeds, run_recipe_seeds
 from hyperfit.common.train import build_accelerator
 from hyperfit.recipes.experiments.data_order import data_order, data_order_report
 from hyperfit.recipes.experiments.data_size import data_size, data_size_report, size_epochs
@@ -186,17 +186,15 @@ def main(name: str, cfg: ExperimentRecipeConfig) -> dict:
         cfg = for_seed(cfg, seeds[0])
     check(name, cfg)
     if len(seeds) > 1:
-        return run_seeds(
+        return run_recipe_seeds(
+            cfg,
             seeds,
-            lambda seed, out: main(name, for_seed(cfg, seed, out)),
-            out=cfg.run.out,
-            headline=seed_headline,
+            lambda seed_cfg: main(name, seed_cfg),
             command=f"experiment {name}",
-            config={"experiment": name, **config_dict(cfg)},
+            headline=seed_headline,
             seed_controls=f"{EXPERIMENTS[name].question} {SEED_CONTROLS}"
             + (ORDER_SEEDS if name == "data-order" else ""),
-            overwrite=cfg.run.overwrite,
-            resume=cfg.run.resume,
+            config={"experiment": name, **config_dict(cfg)},
         )
     out = Path(cfg.run.out)
     run = Run.open(out, overwrite=cfg.run.overwrite, resume=cfg.run.resume, command=f"experiment {name}")
