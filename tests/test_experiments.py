@@ -294,3 +294,28 @@ def test_which_layers_trains_each_subset_for_the_same_updates(tiny_model_dir, ne
         experiment("which-layers", tiny_model_dir, news_file, tmp_path / "bad", "--train_layers", "last:1")
         == 2
     )
+
+
+def test_which_layers_to_loss_trains_each_subset_until_the_loss_is_reached(
+    tiny_model_dir, news_file, tmp_path
+):
+    out = tmp_path / "layers"
+    argv = ["--lora_rank", "2", "--lora_layers", "last:1", "--retention_domains", "lee"]
+    # Any loss is below 1000, so each --to_loss row stops after its first epoch (2 updates; full trains 2 epochs).
+    extra = ["--to_loss", "1000", "--to_loss_epochs", "5", "--to_loss_lr", "1e-3"]
+    assert experiment("which-layers", tiny_model_dir, news_file, out, *argv, *extra) == 0
+    summary = read_json(out / "summary.json")
+    rows = rows_by(summary, "variant")
+    to_loss = ["last_block_to_loss", "embeddings_head_to_loss", "lora_to_loss"]
+    assert list(rows) == ["original", "full", "last_block", "embeddings_head", "lora", *to_loss]
+    assert rows["full"]["updates"] == 4 and not rows["full"]["to_loss"]
+    for name in to_loss:
+        row = rows[name]
+        assert row["to_loss"] and row["updates"] == 2 and row["lr"] == 1e-3
+        assert row["train_layers"] == rows[name.removesuffix("_to_loss")]["train_layers"]
+        assert "stop_loss" in read_json(out / "runs" / name / "summary.json")["train"]["stop_reason"]
+        assert row["ttr_minus_full"]["n"] == 4
+    page = (out / "report.md").read_text()
+    assert "Trained to the same loss: each variant until its train loss is below 1000" in page
+    bad = experiment("which-layers", tiny_model_dir, news_file, tmp_path / "bad", "--to_loss", "-1")
+    assert bad == 2 and not (tmp_path / "bad").exists()

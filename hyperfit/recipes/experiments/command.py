@@ -82,7 +82,8 @@ EXPERIMENTS: dict[str, Experiment] = {
     ),
     "which-layers": Experiment(
         "Where the effect lives (Li et al. 2026: the change sits in the final block; LoRA on the last 5 layers "
-        "suffices): full hyperfitting vs the last block only, embeddings + head only and LoRA, at equal updates.",
+        "suffices): full hyperfitting vs the last block only, embeddings + head only and LoRA, at equal updates "
+        "(and, with --to_loss, each trained to the same training loss).",
         which_layers,
         which_layers_report,
     ),
@@ -130,6 +131,11 @@ def check(name: str, cfg: ExperimentRecipeConfig) -> None:
             raise HyperfitError("which-layers needs --lora_rank ≥ 1 and a positive --lora_lr.")
         if train_cfg.train_layers != "all" or train_cfg.lora_r:
             raise HyperfitError("which-layers sets --train_layers and --lora_r per variant; drop them.")
+        if exp.to_loss is not None and (exp.to_loss <= 0 or exp.to_loss_lr <= 0 or exp.to_loss_epochs < 1):
+            raise HyperfitError(
+                "which-layers --to_loss needs a positive loss, a positive --to_loss_lr and --to_loss_epochs ≥ 1; "
+                "pass e.g. --to_loss 0.25."
+            )
     if name == "early-stop":
         if train_cfg.epochs < 2:
             raise HyperfitError("early-stop needs --epochs ≥ 2 so that an earlier stop exists.")
@@ -244,7 +250,7 @@ def seed_headline(summary: dict) -> dict[str, dict[str, float]]:
     """What ``--seeds`` averages: every measured number of every row (by :func:`row_label`) and the
     experiment's numeric facts (e.g. data-order's mean pairwise disagreement)."""
     rows = {row_label(row): numbers(row, set(row) - SETTINGS) for row in summary["rows"]}
-    facts = numbers(summary, set(summary) - {"wall_seconds", "positions"})
+    facts = numbers(summary, set(summary) - {"wall_seconds", "positions", "to_loss"})
     return {**rows, **({"facts": facts} if facts else {})}
 
 
@@ -266,6 +272,7 @@ experiments (each writes DIR/summary.json, DIR/report.md, DIR/report.html and on
   lr-epochs   learning rate × epochs grid                                           (--lrs, --epoch_grid)
   early-stop  an early-stopped fine-tune vs the full hyperfit                      (--early_stop_epoch)
   which-layers  full vs last block vs embeddings+head vs LoRA, equal updates   (--lora_layers, --lora_rank, --lora_lr)
+                and, with --to_loss X, each trained to train loss < X           (--to_loss_lr, --to_loss_epochs)
 
 --preset cpu (default) is sized for 2 CPU cores (6-12 minutes each there); --preset paper is the paper's scale.
 --seeds 0,1,2 repeats the whole experiment per seed into DIR/seed_<s>/ and reports mean ± sd across seeds.

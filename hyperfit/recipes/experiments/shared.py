@@ -84,6 +84,20 @@ class ExperimentConfig:
         default=4e-4,
         metadata={"help": "which-layers: learning rate of the LoRA variant (adapters start at 0)."},
     )
+    to_loss: float | None = field(
+        default=None,
+        metadata={
+            "help": "which-layers: also train every variant but full until its epoch train loss is below this "
+            "(rows <variant>@loss, at --to_loss_lr, at most --to_loss_epochs epochs), so that the variants are "
+            "compared at equal training loss as well as at equal updates; unset = equal updates only."
+        },
+    )
+    to_loss_lr: float = field(
+        default=1e-3, metadata={"help": "which-layers: learning rate of the --to_loss rows (LoRA included)."}
+    )
+    to_loss_epochs: int = field(
+        default=40, metadata={"help": "which-layers: most epochs a --to_loss row trains before it gives up."}
+    )
     keep_weights: bool = field(
         default=False,
         metadata={"help": "Keep each variant's model/ and checkpoints/ (deleted once read, to save disk)."},

@@ -28,8 +28,12 @@ VARIANTS = (
 )
 
 
+TO_LOSS = "_to_loss"  # suffix of the --to_loss rows' variant names (and run directories)
+
+
 def which_layers(ctx: Context) -> Outcome:
-    """Full hyperfitting, the last block only, embeddings + head only, and LoRA; each for the same updates.
+    """Full hyperfitting, the last block only, embeddings + head only, and LoRA; each for the same updates, and
+    with ``--to_loss X`` every variant but full once more, trained until its train loss is below X.
 
     Every variant is an ordinary fit-text run (``runs/<variant>``) with ``--train_layers`` / ``--lora_r`` set.
     Rows carry greedy TTR (interval over prompts, paired difference to the original and to full hyperfitting),
@@ -41,16 +45,17 @@ def which_layers(ctx: Context) -> Outcome:
     # Only the before/after evaluations are read, so none in between (they would cost a third of the time).
     base = replace(ctx.train, eval_every_epochs=max(ctx.train.epochs, 1))
     for variant, layers, lora in VARIANTS:
-        train = replace(base, train_layers=layers or "all")
-        if lora:
-            train = replace(
-                base,
-                train_layers=exp.lora_layers,
-                lora_r=exp.lora_rank,
-                lora_alpha=2.0 * exp.lora_rank,
-                lr=exp.lora_lr,
+        trains[variant] = _variant_train(base, exp, layers, lora)
+    if exp.to_loss is not None:
+        for variant, layers, lora in VARIANTS[1:]:
+            trains[variant + TO_LOSS] = replace(
+                _variant_train(base, exp, layers, lora),
+                lr=exp.to_loss_lr,
+                epochs=exp.to_loss_epochs,
+                eval_every_epochs=exp.to_loss_epochs,  # the run evaluates when its loss is reached
+                stop_loss=exp.to_loss,
             )
-        trains[variant] = train
+    for variant, train in trains.items():
         summaries[variant] = ctx.fit(variant, train=train, save_model=True)
     first = VARIANTS[0][0]
     blocks = ctx.held_out(first)
@@ -61,21 +66,23 @@ def which_layers(ctx: Context) -> Outcome:
         ModelConfig(model=str(ctx.run_dir(first) / "model")),
         _block_stats(blocks),
     )
-    for variant, _, _ in VARIANTS[1:]:
+    for variant in list(trains)[1:]:
         per_block[variant] = ctx.variant_derived(variant, "blocks.json", _block_stats(blocks))
     per_prompt = {"original": _prompt_ttrs(ctx, first, last=False, window=ctx.eval.ttr_window)}
-    for variant, _, _ in VARIANTS:
+    for variant in trains:
         per_prompt[variant] = _prompt_ttrs(ctx, variant, last=True, window=ctx.eval.ttr_window)
 
     rows = []
-    for name in ["original", *(v for v, _, _ in VARIANTS)]:
+    for name in ["original", *trains]:
         summary = summaries.get(name)
         ttrs, b = per_prompt[name], per_block[name]
         row = {
             "variant": name,
+            "to_loss": name.endswith(TO_LOSS),
             "train_layers": "–" if summary is None else trains[name].train_layers,
             "lora_r": None if summary is None else trains[name].lora_r or None,
             "lr": None if summary is None else trains[name].lr,
+            "updates": None if summary is None else summary["train"]["steps"],
             "trainable_params": None if summary is None else summary["trainable"]["trainable_params"],
             "final_train_loss": None if summary is None else summary["train"]["final_train_loss"],
             "ttr": float(np.mean(ttrs)),
@@ -121,12 +128,34 @@ def which_layers(ctx: Context) -> Outcome:
     for r in rows[2:]:
         d = r["ttr_minus_full"]
         verdict = "interval includes 0" if d["ci_includes_zero"] else ("below" if d["diff"] < 0 else "above")
+        loss = format_value(r["final_train_loss"])
+        if r["to_loss"]:
+            reached = r["final_train_loss"] is not None and r["final_train_loss"] < exp.to_loss
+            loss += f" after {r['updates']} updates" + ("" if reached else f", not below {exp.to_loss:g}")
         notes.append(
-            f"{r['variant']}: TTR {r['ttr']:.3f} vs full {full_ttr:.3f} ({verdict}); final train loss "
-            f"{format_value(r['final_train_loss'])}."
+            f"{r['variant']}: TTR {r['ttr']:.3f} vs full {full_ttr:.3f} ({verdict}); final train loss {loss}."
         )
-    facts = {"variants": [v for v, _, _ in VARIANTS]}
+    if exp.to_loss is not None:
+        notes.append(
+            f"The rows named *{TO_LOSS} train until an epoch's train loss is below {exp.to_loss:g} (lr "
+            f"{exp.to_loss_lr:g}, at most {exp.to_loss_epochs} epochs) and are then evaluated; full hyperfitting "
+            f"ended at train loss {format_value(rows[1]['final_train_loss'])} after {rows[1]['updates']} updates."
+        )
+    facts = {"variants": list(trains), "to_loss": exp.to_loss}
     return Outcome(rows, facts, notes)
+
+
+def _variant_train(base, exp, layers: str | None, lora: bool):
+    """A variant's training settings: ``--train_layers layers``, or LoRA on ``--lora_layers`` at ``--lora_lr``."""
+    if lora:
+        return replace(
+            base,
+            train_layers=exp.lora_layers,
+            lora_r=exp.lora_rank,
+            lora_alpha=2.0 * exp.lora_rank,
+            lr=exp.lora_lr,
+        )
+    return replace(base, train_layers=layers)
 
 
 def _interval(row: dict, key: str, fmt: str = "{:.3f}") -> Cell:
@@ -141,38 +170,12 @@ def _difference(d: dict | None) -> Cell | None:
 def which_layers_report(summary: dict, out: Path, recorded: dict) -> list[Section]:
     """One row per variant with intervals and paired differences; the retention ratios on the other corpora."""
     rows = summary["rows"]
-    table = Table(
-        [
-            "variant",
-            "trained",
-            "params",
-            "lr",
-            "final train loss",
-            "TTR [95 % CI]",
-            "TTR − original",
-            "TTR − full",
-            "entropy (nats)",
-            "top-1 prob",
-            "held-out perplexity",
-        ],
-        [
-            [
-                r["variant"],
-                r["train_layers"] + (f" (LoRA r {r['lora_r']})" if r["lora_r"] else ""),
-                Cell(r["trainable_params"], fmt="{:,}"),
-                Cell(r["lr"], fmt="{:g}"),
-                Cell(r["final_train_loss"]),
-                _interval(r, "ttr"),
-                _difference(r["ttr_minus_original"]),
-                _difference(r["ttr_minus_full"]),
-                _interval(r, "entropy"),
-                _interval(r, "top1_prob"),
-                _interval(r, "perplexity", "{:.1f}"),
-            ]
-            for r in rows
-        ],
-    )
-    sections = [Section("Which parameters are hyperfitted (equal updates)", [table])]
+    equal = [r for r in rows if not r.get("to_loss")]
+    sections = [Section("Which parameters are hyperfitted (equal updates)", [_variant_table(equal)])]
+    if summary.get("to_loss") is not None:
+        to_loss = [r for r in rows if r.get("to_loss")]
+        title = f"Trained to the same loss: each variant until its train loss is below {summary['to_loss']:g}"
+        sections.append(Section(title, [_variant_table([*equal[:2], *to_loss])]))
     domains = sorted({d for r in rows for d in r.get("retention", {})})
     if domains:
         retention = Table(
@@ -195,6 +198,43 @@ def which_layers_report(summary: dict, out: Path, recorded: dict) -> list[Sectio
         title = "Retention: perplexity on the other bundled corpora after hyperfitting (× original)"
         sections.append(Section(title, [retention]))
     return sections
+
+
+def _variant_table(rows: list[dict]) -> Table:
+    """One row per variant: what it trains, its updates and final loss, TTR and sharpness with intervals."""
+    return Table(
+        [
+            "variant",
+            "trained",
+            "params",
+            "lr",
+            "updates",
+            "final train loss",
+            "TTR [95 % CI]",
+            "TTR − original",
+            "TTR − full",
+            "entropy (nats)",
+            "top-1 prob",
+            "held-out perplexity",
+        ],
+        [
+            [
+                r["variant"],
+                r["train_layers"] + (f" (LoRA r {r['lora_r']})" if r["lora_r"] else ""),
+                Cell(r["trainable_params"], fmt="{:,}"),
+                Cell(r["lr"], fmt="{:g}"),
+                Cell(r.get("updates"), fmt="{:d}"),
+                Cell(r["final_train_loss"]),
+                _interval(r, "ttr"),
+                _difference(r["ttr_minus_original"]),
+                _difference(r["ttr_minus_full"]),
+                _interval(r, "entropy"),
+                _interval(r, "top1_prob"),
+                _interval(r, "perplexity", "{:.1f}"),
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _block_stats(blocks: torch.Tensor):
