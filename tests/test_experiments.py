@@ -319,3 +319,22 @@ def test_which_layers_to_loss_trains_each_subset_until_the_loss_is_reached(
     assert "Trained to the same loss: each variant until its train loss is below 1000" in page
     bad = experiment("which-layers", tiny_model_dir, news_file, tmp_path / "bad", "--to_loss", "-1")
     assert bad == 2 and not (tmp_path / "bad").exists()
+
+
+def test_an_experiment_over_two_seeds_reports_each_seed_and_their_mean_and_sd(
+    tiny_model_dir, news_file, tmp_path
+):
+    out = tmp_path / "lr"
+    argv = ["--lrs", "3e-3", "--epoch_grid", "1,2", "--seeds", "0,1"]
+    assert experiment("lr-epochs", tiny_model_dir, news_file, out, *argv) == 0
+    summary = read_json(out / "summary.json")
+    assert summary["kind"] == "seeds" and summary["command"] == "experiment lr-epochs"
+    assert summary["seeds"] == [0, 1]
+    for seed in (0, 1):
+        run = read_json(out / f"seed_{seed}" / "summary.json")
+        assert run["experiment"] == "lr-epochs"
+        assert read_json(out / f"seed_{seed}" / "runs" / "lr0.003" / "config.json")["seed"] == seed
+    label = next(label for label in summary["mean_sd"] if label.endswith("epoch 2"))
+    ttrs = [summary["per_seed"][s][label]["ttr"] for s in ("0", "1")]
+    assert summary["mean_sd"][label]["ttr"]["mean"] == pytest.approx(sum(ttrs) / 2)
+    assert "Mean ± sd over 2 seeds" in (out / "report.md").read_text()
