@@ -164,3 +164,34 @@ def test_experiment_rows_are_averaged_by_what_they_vary():
     assert any(label.endswith("epoch 2") for label in grid) and "lr" not in next(iter(grid.values()))
     domain = seed_headline(read_json(fixtures / "tiny-exp-domain/summary.json"))
     assert any(" → " in label for label in domain)
+
+
+def test_compare_says_whether_two_runs_agree_within_their_intervals(tiny_model_dir, news_file, tmp_path):
+    quick = ("--epochs", "1", "--save_model", "false")
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert fit(tiny_model_dir, news_file, a, "--seed", "0", *quick) == 0
+    assert fit(tiny_model_dir, news_file, b, "--seed", "1", *quick) == 0
+    runs = {name: read_json(path / "summary.json") for name, path in (("a", a), ("b", b))}
+    for summary in runs.values():  # the machine is recorded beside the configuration
+        assert (
+            summary["machine"]["kernels"].startswith("CPU capability") and summary["machine"]["threads"] >= 1
+        )
+    assert hyperfit(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    (pair,) = read_json(tmp_path / "cmp/comparison.json")["agreement"]
+    assert pair["a"] == "text" and pair["b"] == "text (b)"
+    assert pair["settings_differ"] == {"seed": [0, 1]} and pair["machines_differ"] == {}
+    after_ttr = next(r for r in pair["rows"] if (r["side"], r["figure"]) == ("after", "ttr"))
+    (la, ha), (lb, hb) = runs["a"]["after"]["ttr_ci"], runs["b"]["after"]["ttr_ci"]
+    assert after_ttr["overlap"] == (la <= hb and lb <= ha)
+    assert pair["agree"] == all(r["overlap"] for r in pair["rows"])
+
+    # A known case: b a copy of a but for its after-TTR interval, moved wholly above a's.
+    shifted = read_json(a / "summary.json")
+    shifted["after"]["ttr"], shifted["after"]["ttr_ci"] = ha + 0.15, [ha + 0.1, ha + 0.2]
+    write_json(b / "summary.json", shifted)
+    assert hyperfit(["compare", str(a), str(b), "--out", str(tmp_path / "cmp2")]) == 0
+    (pair,) = read_json(tmp_path / "cmp2/comparison.json")["agreement"]
+    disjoint = [(r["side"], r["figure"]) for r in pair["rows"] if not r["overlap"]]
+    assert disjoint == [("after", "ttr")] and not pair["agree"]
+    page = (tmp_path / "cmp2/comparison.md").read_text()
+    assert "1 of" in page and "figures have disjoint intervals: after ttr." in page

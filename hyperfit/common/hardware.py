@@ -8,7 +8,12 @@ therefore means bf16 autocast where bf16 products are native and float32 elsewhe
 
 from __future__ import annotations
 
+import os
+import platform
+
+import accelerate
 import torch
+import transformers
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -46,3 +51,64 @@ def fused_optimizer_kwargs(params: list[torch.nn.Parameter]) -> dict:
     if params and floating and plain and devices <= {"cpu", "cuda"}:
         return {"fused": True}
     return {}
+
+
+# Environment variables that change which kernels run, and so the last bits of every result.
+KERNEL_VARIABLES = (
+    "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_CBWR",
+    "OMP_NUM_THREADS",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "NVIDIA_TF32_OVERRIDE",
+)
+
+
+def machine(device: torch.device | str, *, mixed_precision: str) -> dict:
+    """What a run's numbers depend on beyond its configuration: the device and its kernels, the precision, the
+    thread count and the library versions. Greedy decoding is exact only on one machine: another CPU's (or
+    GPU's) kernels round differently, flip near-ties and change the continuations, so two runs of one
+    configuration are compared within their intervals and this record says how their machines differed."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+        kernels = f"CUDA {torch.version.cuda}, compute capability {major}.{minor}"
+    else:
+        name = _cpu_name() or platform.processor() or platform.machine()
+        kernels = f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    return {
+        "device": str(device),
+        "device_name": name,
+        "kernels": kernels,
+        "precision": "fp32" if mixed_precision == "no" else mixed_precision,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
+    }
+
+
+def _cpu_name() -> str | None:
+    """The CPU's model name (Linux), e.g. "AMD EPYC 7B13"; None where /proc/cpuinfo does not say."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def describe_machine(record: dict | None) -> str:
+    """One line for a report: "AMD EPYC 7B13 (CPU capability AVX2), fp32, 2 threads, torch 2.14.1"."""
+    if not record:
+        return "machine not recorded"
+    variables = ", ".join(f"{k}={v}" for k, v in record.get("variables", {}).items())
+    return (
+        f"{record['device_name']} ({record['kernels']}), {record['precision']}, {record['threads']} threads, "
+        f"torch {record['torch']}" + (f", {variables}" if variables else "")
+    )

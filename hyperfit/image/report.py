@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hyperfit.common.hardware import describe_machine
 from hyperfit.common.report import Cell, Figure, Report, Section, Table, Text
 from hyperfit.common.report.render import format_value
 from hyperfit.common.report.sections import (
@@ -88,6 +89,8 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         f"{summary.get('n_eval')} held-out images · {train.get('epochs_done')} epochs, final train loss "
         f"{format_value(train.get('final_train_loss'))} · wall {summary.get('wall_seconds', 0):.0f} s"
     )
+    if summary.get("machine"):
+        facts += f" · {describe_machine(summary['machine'])}"
     before, after = summary.get("before", {}), summary.get("after", {})
     headline = before_after_table(
         summary,

@@ -1,7 +1,9 @@
 """``hyperfit compare RUN_DIR... --out DIR``: finished runs side by side, e.g. the text and the image demo.
 
 One table of sharpness and repetition before and after hyperfitting (paper Tables 1-3 and §7.1 in one place), two
-charts of it, and each image run's completion grid. A run repeated over ``--seeds`` (its ``--out``) counts as one
+charts of it, and each image run's completion grid. Two single runs of one modality are also checked against each
+other (:func:`agreement`): whether each figure's intervals overlap, and how their configurations and machines
+differ — the check for one configuration run on two machines. A run repeated over ``--seeds`` (its ``--out``) counts as one
 run: each figure as its mean ± sd over the seeds that finished, and a table of every seed's own values with their
 intervals. Writes ``DIR/comparison.md``, ``DIR/comparison.html`` and ``DIR/comparison.json`` (the figures shown).
 """
@@ -13,7 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from hyperfit.common.report import Figure, Report, Section, Text, write_report_files
+from hyperfit.common.hardware import describe_machine
+from hyperfit.common.report import Cell, Figure, Report, Section, Table, Text, write_report_files
 from hyperfit.common.report.sections import CROSS_RUN_ROWS, cross_run_plots, cross_run_table, per_seed_table
 from hyperfit.common.runs import FINISHED_MARKER, HyperfitError, read_json, write_json
 from hyperfit.common.seeds import finished_seed_runs, is_seeds_dir, numbers, seeds_of, spread
@@ -91,6 +94,109 @@ def read_all(run_dirs: list[str | Path]) -> dict[str, tuple[Path, dict]]:
     return compared
 
 
+# Settings that name where a run is written or how it was started, not what it computes.
+NOT_COMPARED = {"out", "overwrite", "resume", "allow_changes", "seeds", "report_to", "command"}
+
+
+def agreement(compared: dict[str, tuple[Path, dict]]) -> list[dict]:
+    """Every two single runs of one modality, figure by figure (before, after and after − before of each figure
+    the comparison shows): both values with their 95 % intervals, whether the intervals overlap, and the settings
+    and machine facts in which the runs differ. For one configuration run twice or on two machines, "agree"
+    means every interval overlaps its counterpart; greedy decoding is exact only on one machine."""
+    singles = [(name, run_dir, s) for name, (run_dir, s) in compared.items() if s.get("kind") != "seeds"]
+    pairs = []
+    for i, (a_name, a_dir, a) in enumerate(singles):
+        for b_name, b_dir, b in singles[i + 1 :]:
+            if a.get("modality") != b.get("modality"):
+                continue
+            rows = []
+            for side in ("before", "after", "after_minus_before"):
+                for key in FIGURES:
+                    fa, fb = _figure(a, side, key), _figure(b, side, key)
+                    if fa is None or fb is None:
+                        continue
+                    (va, ca), (vb, cb) = fa, fb
+                    overlap = ca[0] <= cb[1] and cb[0] <= ca[1]
+                    rows.append(
+                        {
+                            "side": side,
+                            "figure": key,
+                            "a": va,
+                            "a_ci": ca,
+                            "b": vb,
+                            "b_ci": cb,
+                            "overlap": overlap,
+                        }
+                    )
+            pairs.append(
+                {
+                    "a": a_name,
+                    "b": b_name,
+                    "rows": rows,
+                    "agree": all(r["overlap"] for r in rows),
+                    "settings_differ": _differing(_config(a_dir), _config(b_dir), NOT_COMPARED),
+                    "machines_differ": _differing(a.get("machine") or {}, b.get("machine") or {}, set()),
+                    "machines": [describe_machine(a.get("machine")), describe_machine(b.get("machine"))],
+                }
+            )
+    return pairs
+
+
+def _figure(summary: dict, side: str, key: str) -> tuple[float, list[float]] | None:
+    """(value, 95 % interval) of one figure of a run, or None where it has no interval."""
+    if side == "after_minus_before":
+        d = summary.get("differences", {}).get("after_minus_before", {}).get(key)
+        return None if d is None else (d["diff"], list(d["ci"]))
+    figures = summary.get(side, {})
+    if figures.get(key) is None or figures.get(f"{key}_ci") is None:
+        return None
+    return figures[key], list(figures[f"{key}_ci"])
+
+
+def _config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    return read_json(path) if path.exists() else {}
+
+
+def _differing(a: dict, b: dict, skip: set) -> dict[str, list]:
+    """``{key: [value in a, value in b]}`` for every key whose values differ (a missing key counts as None)."""
+    return {
+        k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if k not in skip and a.get(k) != b.get(k)
+    }
+
+
+def agreement_sections(pairs: list[dict]) -> list[Section]:
+    """One section per compared pair: each figure of both runs with its interval, and what differs."""
+    sections = []
+    labels = {"before": "before", "after": "after", "after_minus_before": "after − before"}
+    for pair in pairs:
+        disjoint = [f"{labels[r['side']]} {r['figure']}" for r in pair["rows"] if not r["overlap"]]
+        verdict = (
+            f"All {len(pair['rows'])} figures agree within their 95 % intervals."
+            if pair["agree"]
+            else f"{len(disjoint)} of {len(pair['rows'])} figures have disjoint intervals: {', '.join(disjoint)}."
+        )
+        settings = ", ".join(f"{k} {v[0]!r} vs {v[1]!r}" for k, v in pair["settings_differ"].items())
+        table = Table(
+            ["figure", pair["a"], pair["b"], "intervals overlap"],
+            [
+                [
+                    f"{labels[r['side']]} {r['figure']}",
+                    Cell(r["a"], ci=tuple(r["a_ci"]), fmt="{:.4g}"),
+                    Cell(r["b"], ci=tuple(r["b_ci"]), fmt="{:.4g}"),
+                    "yes" if r["overlap"] else "no",
+                ]
+                for r in pair["rows"]
+            ],
+        )
+        facts = Text(
+            f"{verdict} Settings that differ: {settings or 'none'}. Machines: {pair['a']} on "
+            f"{pair['machines'][0]}; {pair['b']} on {pair['machines'][1]}."
+        )
+        sections.append(Section(f"Do {pair['a']} and {pair['b']} agree?", [facts, table]))
+    return sections
+
+
 def comparison_report(run_dirs: list[str | Path], out_dir: str | Path) -> Report:
     """Runs are named by their modality (or ``modality (directory)`` when two share one)."""
     return _report(read_all(run_dirs), Path(out_dir))
@@ -120,6 +226,7 @@ def _report(compared: dict[str, tuple[Path, dict]], out_dir: Path) -> Report:
     ]
     if any(seed_tables):
         sections.append(Section("Runs repeated over seeds, seed by seed", [t for t in seed_tables if t]))
+    sections += agreement_sections(agreement(compared))
     if grids:
         sections.append(Section("Completions", grids))
     return Report("hyperfit: original vs hyperfitted, across modalities", sections)
@@ -148,7 +255,7 @@ def comparison_json(compared: dict[str, tuple[Path, dict]]) -> dict:
                 if k in FIGURES
             },
         }
-    return {"runs": runs}
+    return {"runs": runs, "agreement": agreement(compared)}
 
 
 def write_comparison(run_dirs: list[str | Path], out_dir: str | Path) -> Path:

@@ -20,6 +20,7 @@ from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.compare import STRATEGIES
 from hyperfit.common.config import RunConfig, TrainConfig, config_dict, run_recipe
 from hyperfit.common.evaluate import figure_differences, figure_intervals, teacher_forced_stats
+from hyperfit.common.hardware import machine
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import (
@@ -297,6 +298,7 @@ def main(cfg: FitImageConfig) -> dict:
             "train": {k: v for k, v in result.items() if k != "epoch_losses"},
             "trainable": trainable,
             "epoch_losses": result["epoch_losses"],
+            "machine": machine(accelerator.device, mixed_precision=accelerator.mixed_precision),
             "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary)

@@ -30,6 +30,7 @@ from hyperfit.common.evaluate import (
     sequence_units,
     summarise_token_stats,
 )
+from hyperfit.common.hardware import machine
 from hyperfit.common.layers import finish_trainable, prepare_trainable
 from hyperfit.common.report import write_report_files
 from hyperfit.common.runs import HyperfitError, Run, finished_summary, load_saved_ids, read_jsonl, write_json
@@ -254,6 +255,7 @@ def main(cfg: FitTextConfig) -> dict:
             "samples_shown": cfg.eval.samples_shown,
             **comparison,
             "differences": differences,
+            "machine": machine(accelerator.device, mixed_precision=accelerator.mixed_precision),
             "wall_seconds": run.wall_seconds(),
         }
         write_report(run.path, summary)

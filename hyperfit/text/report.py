@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hyperfit.common.hardware import describe_machine
 from hyperfit.common.report import Cell, Plot, Report, Sample, Samples, Section, Series, Table, Text
 from hyperfit.common.report.render import format_value
 from hyperfit.common.report.sections import (
@@ -127,6 +128,8 @@ def fit_report(run_dir: str | Path, summary: dict | None = None) -> Report:
         f"{train.get('epochs_done')} epochs, final train loss {format_value(train.get('final_train_loss'))} · "
         f"wall {summary.get('wall_seconds', 0):.0f} s"
     )
+    if summary.get("machine"):
+        facts += f" · {describe_machine(summary['machine'])}"
     before, after = summary.get("before", {}), summary.get("after", {})
     headline = before_after_table(
         summary,
