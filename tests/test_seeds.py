@@ -176,6 +176,7 @@ def test_compare_says_whether_two_runs_agree_within_their_intervals(tiny_model_d
         assert (
             summary["machine"]["kernels"].startswith("CPU capability") and summary["machine"]["threads"] >= 1
         )
+    assert "(CPU capability " in (a / "report.md").read_text().split("\n## ")[0]  # and in the report header
     assert hyperfit(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
     (pair,) = read_json(tmp_path / "cmp/comparison.json")["agreement"]
     assert pair["a"] == "text" and pair["b"] == "text (b)"
