@@ -27,16 +27,17 @@ from hyperfit.study.simulate import Truth, expected_choice_probabilities, simula
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture()
-def pairs_study(study_fit_run, tmp_path):
-    db = tmp_path / "study.db"
+def build_pairs_study(run: Path, db: Path) -> Path:
+    """Both lengths, every pair of systems and each against the reference, 15 % attention checks."""
     build_study(
-        StudyConfig(
-            sources=[str(study_fit_run)], lengths=[12, 24], pairs="both", check_share=0.15, check_items=6
-        ),
-        db,
+        StudyConfig(sources=[str(run)], lengths=[12, 24], pairs="both", check_share=0.15, check_items=6), db
     )
     return db
+
+
+@pytest.fixture()
+def pairs_study(study_fit_run, tmp_path):
+    return build_pairs_study(study_fit_run, tmp_path / "study.db")
 
 
 def test_simulated_study_end_to_end_recovers_the_truth(pairs_study, study_fit_run, tmp_path, capsys):
@@ -77,13 +78,7 @@ def test_simulated_study_end_to_end_recovers_the_truth(pairs_study, study_fit_ru
     # spammers' votes (2/3 "preferred or equal" whatever the texts) pull every share towards 0.67: the estimates
     # (and whether a careful annotator's 5 % noise happens to fall on an attention check) are checked against the
     # truth on the same study annotated by one annotator at a time, where the order is fixed and so is the result.
-    serial_db = tmp_path / "serial.db"
-    build_study(
-        StudyConfig(
-            sources=[str(study_fit_run)], lengths=[12, 24], pairs="both", check_share=0.15, check_items=6
-        ),
-        serial_db,
-    )
+    serial_db = build_pairs_study(study_fit_run, tmp_path / "serial.db")
     simulate(serial_db, annotators=24, truth=truth, concurrency=1)
     assert (
         hyperfit(["study", "report", str(serial_db), "--out", str(tmp_path / "serial"), "--bootstrap", "500"])
@@ -91,10 +86,11 @@ def test_simulated_study_end_to_end_recovers_the_truth(pairs_study, study_fit_ru
     )
     report = read_json(tmp_path / "serial" / "report.json")
     # the spammers fail the attention checks, careful annotators pass them
+    serial = store.connect(serial_db)
     simulated = dict(
-        store.connect(serial_db)
-        .execute("SELECT an.label, s.kind FROM simulated s JOIN annotators an ON an.id = s.annotator_id")
-        .fetchall()
+        serial.execute(
+            "SELECT an.label, s.kind FROM simulated s JOIN annotators an ON an.id = s.annotator_id"
+        ).fetchall()
     )
     failed = set(report["checks"]["failed_annotators"])
     assert failed and all(simulated[a] == "spammer" for a in failed)
@@ -114,7 +110,7 @@ def test_simulated_study_end_to_end_recovers_the_truth(pairs_study, study_fit_ru
     # "preferred or equal" is 2/3 from a spammer and the model's (on that vote's context) from a careful
     # annotator. What is left is the votes' own binomial spread: over truth seeds 0-11 of this study, the gap
     # minus its expectation averaged +0.005 with sd 0.115 (seed 3, here: -0.18), so 0.3 is about 2.6 sd.
-    serial_votes = store.vote_rows(store.connect(serial_db))
+    serial_votes = store.vote_rows(serial)
 
     def expected(system: str) -> float:
         chances = [
