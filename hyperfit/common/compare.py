@@ -1,8 +1,9 @@
 """Models × decoding strategies on the same prompts, and the sharpness/rank comparison between two models.
 
 Strategies follow the paper's baselines (§2.1: greedy; Top-P with p 0.9, temperature 0.7, top-k 50), the ones
-reviewers asked for (greedy + repetition penalty), min-p / typical sampling, greedy + citation blocker (§4) and an
-entropy-matched temperature control ("is hyperfitting just sharpening?", cf. Li et al. 2026). Works on ids.
+reviewers asked for (greedy + repetition penalty), min-p / typical / epsilon / eta sampling, contrastive search and
+DoLa (``decoders``), greedy + citation blocker (§4) and an entropy-matched temperature control ("is hyperfitting
+just sharpening?", cf. Li et al. 2026). Works on ids.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
     TopKLogitsWarper,
@@ -24,6 +27,7 @@ from transformers import (
 from hyperfit.common import analysis
 from hyperfit.common.blocker import CitationBlocker
 from hyperfit.common.decode import decode
+from hyperfit.common.decoders import contrastive_decode, dola_decode
 from hyperfit.common.evaluate import figure_differences, figure_intervals, sequence_units, short_rows
 
 # The generation figures whose differences between models and strategies are stated, paired over prompts.
@@ -32,7 +36,15 @@ DIFFERENCE_FIGURES = ("ttr", "rep_4", "loop_share")
 
 @dataclass(frozen=True)
 class Strategy:
-    """One decoding strategy. ``temperature == 0`` is greedy; ``None`` means "entropy-matched, resolved later"."""
+    """One decoding strategy, fully described by its fields (as ``generate`` means them; there epsilon and eta are
+    ``epsilon_cutoff`` and ``eta_cutoff``).
+
+    ``temperature``: 0 is greedy, > 0 samples, ``None`` means "entropy-matched, resolved later". The sampling filters
+    ``top_k``, ``top_p``, ``min_p``, ``typical_p``, ``epsilon`` (ε-sampling: keep p ≥ ε) and ``eta`` (η-sampling:
+    keep p ≥ min(ε, √ε·exp(-entropy)), Hewitt et al. 2022) act after the temperature. ``repetition_penalty`` and
+    ``blocker`` (the citation blocker) act on the logits first. ``penalty_alpha`` with ``top_k`` is contrastive
+    search; ``dola_layers`` ("low", "high" or layer indices) is DoLa, greedy; both need temperature 0.
+    """
 
     name: str
     temperature: float | None = 0.0
@@ -40,11 +52,36 @@ class Strategy:
     top_p: float | None = None
     min_p: float | None = None
     typical_p: float | None = None
+    epsilon: float | None = None
+    eta: float | None = None
     repetition_penalty: float | None = None
     blocker: bool = False
+    penalty_alpha: float | None = None
+    dola_layers: str | tuple[int, ...] | None = None
 
-    def warpers(self) -> list:
-        """Sampling filters in ``generate``'s order (after temperature): top-k, top-p, min-p, typical."""
+    def __post_init__(self) -> None:
+        if self.penalty_alpha is not None and self.dola_layers is not None:
+            raise ValueError(
+                f"strategy {self.name!r} sets both penalty_alpha and dola_layers; choose one decoder."
+            )
+        if (self.penalty_alpha is not None or self.dola_layers is not None) and self.temperature != 0.0:
+            raise ValueError(
+                f"strategy {self.name!r}: contrastive search and DoLa here are deterministic; set temperature=0."
+            )
+        if self.penalty_alpha is not None and not self.top_k:
+            raise ValueError(
+                f"strategy {self.name!r}: contrastive search needs top_k candidates (SimCTG: 4)."
+            )
+        for field_name in ("epsilon", "eta"):
+            value = getattr(self, field_name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(
+                    f"strategy {self.name!r}: {field_name} is a probability in (0, 1), got {value}."
+                )
+
+    def warpers(self, *, device: torch.device | str = "cpu") -> list:
+        """Sampling filters in ``generate``'s order (after temperature): top-k, top-p, min-p, typical, epsilon, eta.
+        ``device``: where the logits are (eta keeps its ε as a tensor there)."""
         out = []
         if self.top_k:
             out.append(TopKLogitsWarper(self.top_k))
@@ -54,15 +91,26 @@ class Strategy:
             out.append(MinPLogitsWarper(self.min_p))
         if self.typical_p is not None:
             out.append(TypicalLogitsWarper(self.typical_p))
+        if self.epsilon is not None:
+            out.append(EpsilonLogitsWarper(self.epsilon))
+        if self.eta is not None:
+            out.append(EtaLogitsWarper(self.eta, device=device))
         return out
 
 
+# Eta and epsilon at 3e-4, the low (mildest) end of the ranges the eta paper's tuned values span as transformers
+# quotes them (eta 3e-4 to 4e-3, epsilon 3e-4 to 9e-4, larger for smaller models). Contrastive: SimCTG's α 0.6,
+# k 4. DoLa: the upper layers with repetition penalty 1.2, as the DoLa authors recommend for open-ended text.
 STRATEGIES: dict[str, Strategy] = {
     "greedy": Strategy("greedy"),
     "top_p": Strategy("top_p", temperature=0.7, top_k=50, top_p=0.9),
     "greedy_rep_penalty": Strategy("greedy_rep_penalty", repetition_penalty=1.2),
     "min_p": Strategy("min_p", temperature=1.0, min_p=0.1),
     "typical": Strategy("typical", temperature=1.0, typical_p=0.95),
+    "eta": Strategy("eta", temperature=1.0, eta=3e-4),
+    "epsilon": Strategy("epsilon", temperature=1.0, epsilon=3e-4),
+    "contrastive": Strategy("contrastive", penalty_alpha=0.6, top_k=4),
+    "dola": Strategy("dola", dola_layers="high", repetition_penalty=1.2),
     "greedy_blocked": Strategy("greedy_blocked", blocker=True),
     "entropy_matched": Strategy("entropy_matched", temperature=None),
 }
@@ -184,21 +232,37 @@ def run_strategy(
     device = next(model.parameters()).device
     # Sampling happens where the logits are: the generator must live on the model's device, not the prompts'.
     generator = torch.Generator(device=device).manual_seed(seed)
+    if strategy.penalty_alpha is not None:
+        decoder, settings = (
+            contrastive_decode,
+            {"penalty_alpha": strategy.penalty_alpha, "top_k": strategy.top_k},
+        )
+    elif strategy.dola_layers is not None:
+        decoder, settings = dola_decode, {"layers": strategy.dola_layers}
+    else:
+        decoder = decode
+        settings = {
+            "temperature": strategy.temperature,
+            "warpers": strategy.warpers(device=device),
+            "generator": generator,
+        }
     sequences: list[list[int]] = []
     for start in range(0, prompts.size(0), batch_size):
-        out = decode(
+        out = decoder(
             model,
             prompts[start : start + batch_size].to(device),
             max_new_tokens=max_new_tokens,
             eos_id=eos_id,
             logits_processors=processors,
-            temperature=strategy.temperature,
-            warpers=strategy.warpers(),
-            generator=generator,
             min_new_tokens=min_new_tokens,
+            **settings,
         )
         sequences.extend(out.sequences())
     facts = {"temperature": strategy.temperature}
+    if strategy.penalty_alpha is not None:
+        facts.update(penalty_alpha=strategy.penalty_alpha, top_k=strategy.top_k)
+    if strategy.dola_layers is not None:
+        facts.update(dola_layers=strategy.dola_layers)
     if blocker is not None:
         facts.update(
             blocker_n=blocker_n,

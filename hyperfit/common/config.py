@@ -181,7 +181,8 @@ class EvalConfig:
         default="greedy,top_p,greedy_blocked,entropy_matched",
         metadata={
             "help": "After training, decode original and hyperfitted models with these (comma list; '' = skip): "
-            "greedy, top_p, greedy_rep_penalty, min_p, typical, greedy_blocked, entropy_matched."
+            "greedy, top_p, greedy_rep_penalty, min_p, typical, eta, epsilon, contrastive, dola, greedy_blocked, "
+            "entropy_matched."
         },
     )
     blocker_n: int = field(default=5, metadata={"help": "Citation blocker n-gram order (paper: 5)."})

@@ -65,6 +65,25 @@ def _cache_kwargs(out) -> dict:
     return {"past_key_values": out.past_key_values}
 
 
+def _cache_of(out):
+    """The KV cache object a forward returned (under either name, as in ``_cache_kwargs``)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+def _check_prompt_ids(prompt_ids: torch.Tensor) -> None:
+    if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
+        raise ValueError(
+            f"prompt_ids must be a non-empty LongTensor[b, p], got shape {tuple(prompt_ids.shape)}."
+        )
+
+
+def _eos_tensor(eos_id: int | Sequence[int] | None, device: torch.device) -> torch.Tensor:
+    """``eos_id`` as a LongTensor[n] on ``device`` (n = 0 when there is none)."""
+    eos = torch.tensor([] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id))
+    return eos.to(device, torch.long)
+
+
 @torch.no_grad()
 def decode(
     model: torch.nn.Module,
@@ -86,17 +105,13 @@ def decode(
     ``eos_id``, but not before ``min_new_tokens`` tokens: until then the end-of-sequence ids are forbidden (as
     ``MinNewTokensLengthLogitsProcessor`` does in ``generate``), so a short row cannot inflate TTR.
     """
-    if prompt_ids.dim() != 2 or prompt_ids.size(1) == 0:
-        raise ValueError(
-            f"prompt_ids must be a non-empty LongTensor[b, p], got shape {tuple(prompt_ids.shape)}."
-        )
+    _check_prompt_ids(prompt_ids)
     if generator is not None and generator.device.type != prompt_ids.device.type:
         raise ValueError(
             f"the sampling generator is on {generator.device} but the prompts and model are on "
             f"{prompt_ids.device}; build it with torch.Generator(device=<the model's device>)."
         )
-    eos = torch.tensor([] if eos_id is None else [eos_id] if isinstance(eos_id, int) else list(eos_id))
-    eos = eos.to(prompt_ids.device, torch.long)
+    eos = _eos_tensor(eos_id, prompt_ids.device)
     b = prompt_ids.size(0)
     ids = prompt_ids
     finished = torch.zeros(b, dtype=torch.bool, device=ids.device)
