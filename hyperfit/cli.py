@@ -5,6 +5,7 @@
     hyperfit fit-image        hyperfit an image prior; compare completions before/after (recipes/fit_image.py)
     hyperfit eval             models × decoding strategies on the same prompts (recipes/eval_text.py)
     hyperfit experiment NAME  the paper's data experiments and the ablations (recipes/experiments/)
+    hyperfit reproduce        the paper's protocol end to end, with its claims table (reproduce/)
     hyperfit retention        what hyperfitting costs elsewhere: cloze probe, perplexity, lm-eval (recipes/retention.py)
     hyperfit analyze          why it works, on an original/hyperfitted pair (recipes/analyze.py)
     hyperfit compare          finished runs side by side, across modalities (recipes/compare.py)
@@ -30,6 +31,8 @@ commands:
   eval             models × decoding strategies on the same prompts: --models original=SPEC,hyperfitted=RUN_DIR
   experiment {data-size,data-order,domain,lr-epochs,early-stop,which-layers} [fit-text options] --out DIR:
                    the paper's data experiments (§6) and reviewer ablations, tables and plots each
+  reproduce        the paper's protocol end to end into one directory: long continuations on held-out domains,
+                   tuned sampling baselines, a larger model, images, and every claim's verdict: --scale cpu|paper
   retention        what hyperfitting costs elsewhere: cloze probe and perplexity on every bundled corpus,
                    lm-eval tasks: --models original=smollm2-135m-gguf,hyperfitted=RUN_DIR --tasks cloze,perplexity
   analyze          why it works, on an original/hyperfitted pair: per-layer effective dimension and change,
@@ -41,7 +44,7 @@ commands:
   study            human preference study: create | annotators | serve | report | simulate | export | import
                    (hyperfit study --help)
 
-`hyperfit COMMAND --help` lists a command's options."""
+`hyperfit COMMAND --help` lists a command's options; `hyperfit --version` prints the version."""
 
 # command -> the module whose cli(argv) runs it (imported only when that command runs: no torch for --help)
 COMMANDS = {
@@ -50,6 +53,7 @@ COMMANDS = {
     "fit-image": "hyperfit.recipes.fit_image",
     "eval": "hyperfit.recipes.eval_text",
     "experiment": "hyperfit.recipes.experiments",
+    "reproduce": "hyperfit.reproduce.main",
     "retention": "hyperfit.recipes.retention",
     "analyze": "hyperfit.recipes.analyze",
     "compare": "hyperfit.recipes.compare",
@@ -61,6 +65,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-V", "--version"):
+        from hyperfit import __version__
+
+        print(f"hyperfit {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

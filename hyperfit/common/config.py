@@ -272,7 +272,8 @@ def parse_config(
 
     argv = list(sys.argv[1:] if argv is None else argv)
     presets = presets or {}
-    parser = HfArgumentParser(dataclass_types, prog=prog)
+    # allow_abbrev=False: argparse would otherwise read `--epoch 3` as `--epochs 3` and run silently.
+    parser = HfArgumentParser(dataclass_types, prog=prog, allow_abbrev=False)
     parser.add_argument(
         "--preset", default=None, choices=sorted(presets) or None, help="A named set of defaults."
     )
@@ -327,11 +328,22 @@ def parse_config(
     parser.set_defaults(**layered)
     namespace, extra = parser.parse_known_args(argv)
     if extra:
-        raise HyperfitError(f"unknown argument(s) {' '.join(extra)}; see --help for the accepted flags.")
+        raise HyperfitError(unknown_argument_message(extra, parser))
     values = vars(namespace)
     return tuple(
         cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.init}) for cls in dataclass_types
     )
+
+
+def unknown_argument_message(extra: list[str], parser) -> str:
+    """One sentence for arguments no flag takes, naming the closest flag of the first unknown one."""
+    import difflib
+
+    flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    first = next((a for a in extra if a.startswith("-")), extra[0])
+    close = difflib.get_close_matches(first.split("=")[0], flags, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown argument {first!r} ({hint}flags are never abbreviated); see --help for the accepted flags."
 
 
 def _typed(name: str, value: Any, owner: tuple[type, dataclasses.Field], path: Path) -> Any:
