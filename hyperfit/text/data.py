@@ -1,6 +1,8 @@
 """Text corpora → N fixed-length training blocks of L tokens and disjoint held-out prompts (paper §1–2).
 
-Sources: gensim's bundled Lee news corpus and shortened English Wikipedia dump (offline), local ``.txt`` (one
+Sources: gensim's bundled Lee news corpus, shortened English Wikipedia dump and 200 Usenet posts (``newsgroups``:
+alt.atheism and sci.space, the 20 Newsgroups sample gensim's tests ship; headers, quoted lines and signatures
+removed), all offline; local ``.txt`` (one
 document per non-empty line) or ``.jsonl`` (one ``{"text": ...}`` per line) files, and any Hugging Face dataset
 (``hf:NAME[:CONFIG[:SPLIT]]``, needs ``datasets`` and network). Documents are shuffled with a seed; the first
 N long enough become training blocks (their first L tokens), the next M the held-out texts.
@@ -11,8 +13,11 @@ from __future__ import annotations
 import bz2
 import functools
 import hashlib
+import io
 import json
+import pickle
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +25,7 @@ import torch
 
 from hyperfit.common.runs import HyperfitError, sha256_ids
 
-BUNDLED = ("lee", "wiki")
+BUNDLED = ("lee", "wiki", "newsgroups")
 
 
 @dataclass
@@ -30,7 +35,7 @@ class TextDataConfig:
     data: str = field(
         default="lee",
         metadata={
-            "help": "lee | wiki (offline, bundled with gensim) | path.txt | path.jsonl | hf:NAME[:CONFIG[:SPLIT]]"
+            "help": "lee | wiki | newsgroups (offline, bundled with gensim) | path.txt | path.jsonl | hf:NAME[:CONFIG[:SPLIT]]"
         },
     )
     text_field: str = field(
@@ -44,16 +49,16 @@ class TextDataConfig:
     )
     data_seed: int = field(default=0, metadata={"help": "Seed of the document selection."})
     retention_domains: str = field(
-        default=",".join(BUNDLED),
+        default="lee,wiki",
         metadata={
             "help": "Bundled corpora whose held-out perplexity every fit-text summary reports before and after "
-            "(retention; comma list of lee, wiki; '' = only the run's own held-out blocks)."
+            "(retention; comma list of lee, wiki, newsgroups; '' = only the run's own held-out blocks)."
         },
     )
     eval_data: str = field(
         default="",
         metadata={
-            "help": "Held-out texts from these sources instead (comma list of lee, wiki, FILE.txt/.jsonl, hf:NAME): "
+            "help": "Held-out texts from these sources instead (comma list of lee, wiki, newsgroups, FILE.txt/.jsonl, hf:NAME): "
             "--n_eval texts from each, none overlapping the training documents; every figure is reported per "
             "source and averaged (the paper: news, Wikipedia, fiction, 100 each). Unset = --data's own held-out."
         },
@@ -97,13 +102,65 @@ def _clean_wiki(markup: str) -> str:
     return "\n".join(lines)
 
 
+class _NewsgroupsUnpickler(pickle.Unpickler):
+    """Reads gensim's 20 Newsgroups sample (a pickled scikit-learn ``Bunch`` of an old release, with numpy
+    arrays) without importing or trusting anything else: only these names may be built."""
+
+    class Bunch(dict):
+        pass
+
+    def find_class(self, module: str, name: str):
+        import numpy as np
+
+        allowed = {
+            ("sklearn.datasets.base", "Bunch"): self.Bunch,
+            ("copy_reg", "_reconstructor"): lambda cls, base, state: cls(state),
+            ("__builtin__", "dict"): dict,
+            ("__builtin__", "object"): object,
+            ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct(),
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"unexpected {module}.{name} in the newsgroups sample")
+        return allowed[(module, name)]
+
+
+def _np_reconstruct():
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._reconstruct
+
+
+def _read_newsgroups_pickle(raw: bytes) -> list[str]:
+    data = _NewsgroupsUnpickler(io.BytesIO(zlib.decompress(raw)), encoding="latin1").load()
+    return [str(post) for post in data["data"]]
+
+
+def _clean_post(post: str) -> str:
+    """The author's own prose of a Usenet post: no header block, quoted lines, attributions or signature;
+    paragraphs joined into single-spaced lines."""
+    _header, _sep, body = post.partition("\n\n")
+    kept: list[str] = []
+    for line in body.splitlines():
+        stripped = line.strip()
+        if stripped in ("--", "-- "):
+            break  # the signature follows
+        if stripped.startswith((">", "|", ":")) or re.search(r"\b(writes|wrote):\s*$", stripped):
+            continue
+        kept.append(stripped)
+    paragraphs = [" ".join(p.split()) for p in "\n".join(kept).split("\n\n")]
+    return "\n".join(p for p in paragraphs if len(p.split()) >= 8)
+
+
 def check_source(cfg: TextDataConfig) -> None:
     """Fail fast, before a model is loaded, when the data source cannot exist."""
     if cfg.data in BUNDLED or cfg.data.startswith("hf:"):
         return
     if not Path(cfg.data).is_file():
         raise HyperfitError(
-            f"data file {cfg.data} does not exist; pass --data lee, wiki, a .txt/.jsonl file or hf:DATASET_NAME."
+            f"data file {cfg.data} does not exist; pass --data lee, wiki, newsgroups, a .txt/.jsonl file or hf:DATASET_NAME."
         )
     # A local file is read once here, so a bad encoding or record stops the run before any model loads.
     load_documents(cfg)
@@ -130,6 +187,10 @@ def _bundled_documents(source: str) -> tuple[tuple[str, ...], str]:
     if source == "lee":
         path = datapath("lee_background.cor")
         return tuple(line.strip() for line in open(path, encoding="utf-8") if line.strip()), f"gensim:{path}"
+    if source == "newsgroups":
+        path = datapath("mini_newsgroup")
+        posts = _read_newsgroups_pickle(Path(path).read_bytes())
+        return tuple(t for t in (_clean_post(p) for p in posts) if t), f"gensim:{path}"
     from gensim.corpora.wikicorpus import extract_pages
 
     path = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
@@ -171,7 +232,7 @@ def _hub_or_file_documents(cfg: TextDataConfig) -> tuple[list[str], str]:
     path = Path(source)
     if not path.is_file():
         raise HyperfitError(
-            f"data file {path} does not exist; pass --data lee, wiki, a .txt/.jsonl file or hf:DATASET_NAME."
+            f"data file {path} does not exist; pass --data lee, wiki, newsgroups, a .txt/.jsonl file or hf:DATASET_NAME."
         )
     text = read_text_file(path)
     if path.suffix == ".jsonl":
