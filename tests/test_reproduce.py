@@ -89,6 +89,10 @@ def test_reproduce_end_to_end_then_resume(tiny_model_dir, larger_dir, two_domain
     data = __import__("torch").load(out / "fit" / "data.pt")
     assert data["eval_ids"].size(1) == 8 + 16
     assert (out / "report.html").exists() and "Claims" in (out / "report.md").read_text()
+    # A human study can be built on the directory at the full generated length.
+    study = tmp_path / "study.db"
+    assert hyperfit(["study", "create", "--from", str(out), "--lengths", "8,16", "--out", str(study)]) == 0
+    assert study.exists()
 
     # --resume continues an interrupted reproduction: only the missing task runs, with the same tokens.
     args = tiny_args(tiny_model_dir, larger_dir, *two_domains, out)
@@ -254,3 +258,17 @@ def test_claims_table_on_a_recorded_run(tmp_path):
         "blocker_keeps_quality": HOLDS,
         "deep_tail_promotion": FAILS,
     }
+
+
+def test_newsgroups_is_the_authors_prose_without_headers_quotes_or_signatures():
+    from hyperfit.text.data import TextDataConfig, _clean_post, load_documents
+
+    docs, origin = load_documents(TextDataConfig(data="newsgroups"))
+    assert len(docs) > 150 and origin.startswith("gensim:")
+    for doc in docs:
+        lines = doc.splitlines()
+        assert not any(line.startswith((">", "From:", "Subject:", "Newsgroups:")) for line in lines)
+    post = "From: a@b.c\nSubject: x\n\nIn article <1@x>, a@b.c writes:\n> quoted words here\n" + (
+        "My own first sentence has more than eight words in it.\n\n--\nsignature line with many words in it here"
+    )
+    assert _clean_post(post) == "My own first sentence has more than eight words in it."

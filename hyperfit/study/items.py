@@ -151,6 +151,8 @@ def read_source(path: str | Path, *, domain: str | None = None, tokenizer: str |
             f"{path} is not a finished fit-text or eval directory (no summary.json); pass such a run's --out."
         )
     summary = read_json(path / "summary.json")
+    if summary.get("kind") == "reproduce":
+        return _read_reproduction(path, domain=domain, tokenizer=tokenizer)
     config = read_json(path / "config.json") if (path / "config.json").exists() else {}
     files = _decoding_files(path, summary)
     prompt_tokens = int(config.get("prompt_tokens", 32))
@@ -203,6 +205,42 @@ def read_source(path: str | Path, *, domain: str | None = None, tokenizer: str |
         reference_ids=references,
         continuations=continuations,
         generated_tokens=generated,
+        tokenizer=tok,
+    )
+
+
+def _read_reproduction(path: Path, *, domain: str | None, tokenizer: str | None) -> Source:
+    """A `hyperfit reproduce` directory: its test prompts, their human continuations (as long as the generated
+    ones) and every test decoding of the hyperfitted model's tokenizer (the larger model of another family is
+    left out: its prompts are other ids)."""
+    import torch
+
+    config = read_json(path / "config.json")
+    prompt_tokens = int(config.get("prompt_tokens", 32))
+    tok = _run_tokenizer(path / "fit", tokenizer)
+    eval_ids = torch.load(path / "fit" / "data.pt")["eval_ids"]
+    files = {
+        f"{f.parent.name}/{f.stem}": f
+        for f in sorted((path / "decodes").glob("*/*.jsonl"))
+        if f.parent.name != "larger"
+    }
+    if not files:
+        raise HyperfitError(f"{path} has no test decodes (decodes/*/*.jsonl); finish it with --resume first.")
+    rows = [r["row"] for r in read_jsonl(next(iter(files.values())))]
+    continuations = {}
+    for system, file in files.items():
+        records = read_jsonl(file)
+        if [r["row"] for r in records] != rows:
+            raise HyperfitError(f"{file} decodes other prompts than its siblings; rerun the reproduction.")
+        continuations[system] = [r["ids"] for r in records]
+    return Source(
+        path=path,
+        kind="reproduce",
+        domain=domain or "held-out",
+        contexts=tok.batch_decode(eval_ids[rows, :prompt_tokens].tolist(), skip_special_tokens=True),
+        reference_ids=eval_ids[rows, prompt_tokens:].tolist(),
+        continuations=continuations,
+        generated_tokens=int(config.get("max_new_tokens") or 0),
         tokenizer=tok,
     )
 
