@@ -343,7 +343,9 @@ def unknown_argument_message(extra: list[str], parser) -> str:
     first = next((a for a in extra if a.startswith("-")), extra[0])
     close = difflib.get_close_matches(first.split("=")[0], flags, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}? " if close else ""
-    return f"unknown argument {first!r} ({hint}flags are never abbreviated); see --help for the accepted flags."
+    return (
+        f"unknown argument {first!r} ({hint}flags are never abbreviated); see --help for the accepted flags."
+    )
 
 
 def _typed(name: str, value: Any, owner: tuple[type, dataclasses.Field], path: Path) -> Any:

@@ -84,7 +84,9 @@ def text_results(plan: TextPlan) -> dict:
     tokenizer = plan._tokenizer()
     decodings["human/reference"] = [
         {"ids": r, "text": t, "domain": d}
-        for r, t, d in zip(references, tokenizer.batch_decode(references, skip_special_tokens=True), domains, strict=False)
+        for r, t, d in zip(
+            references, tokenizer.batch_decode(references, skip_special_tokens=True), domains, strict=False
+        )
     ]
     units, figures, curves = {}, {}, {}
     for key, records in decodings.items():
