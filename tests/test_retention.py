@@ -85,7 +85,7 @@ def test_retention_command_compares_models_offline(tiny_run, tmp_path):
         == 0
     )
     summary = read_json(out / "summary.json")
-    assert set(summary["cloze"]["hyperfitted"]) == {"lee", "wiki"}
+    assert set(summary["cloze"]["hyperfitted"]) == {"lee", "wiki", "newsgroups"}
     lee = summary["cloze"]["hyperfitted"]["lee"]
     assert lee["n_items"] == 12 and len(lee["hits"]) == 12 and "accuracy_minus_first" in lee
     assert summary["perplexity"]["hyperfitted"]["wiki"]["ratio_to_first"]["n_blocks"] == 6
